@@ -14,6 +14,7 @@ from rich.table import Table
 
 from tunekit_cli.progress import byte_progress
 from tunekit_data.check import CheckConfig, CheckSummary, iter_problems, run_check
+from tunekit_data.errors import UsageError
 from tunekit_data.reader import expand_paths
 from tunekit_data.rules import RULES
 from tunekit_data.s3 import set_endpoint
@@ -34,15 +35,20 @@ def check(
     errors_out: Annotated[str | None, typer.Option(help="stream every problem here as JSONL (a path or s3://bucket/key)")] = None,
     check_media: Annotated[bool, typer.Option("--check-media", help="HEAD every referenced S3 image, video and document: missing objects and size limits (M12)")] = False,
     endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint for s3:// inputs, outputs and media (default: $AWS_ENDPOINT_URL, else AWS)")] = None,
+    tokenizer: Annotated[str | None, typer.Option(help="count every record's tokens with this local tokenizer directory, as ds pack would (F12)")] = None,
+    max_length: Annotated[int | None, typer.Option(help="with --tokenizer: warn about records longer than this many tokens (default 32768)")] = None,
+    template: Annotated[str, typer.Option(help="with --tokenizer: auto (the tokenizer's) | chatml | llama3 | PATH.jinja")] = "auto",
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
     workers: Annotated[int | None, typer.Option(help="processes to use (default: all cores)")] = None,
 ) -> int:
     """Validate Converse SFT, Nova DPO, CPT and Databricks datasets, including S3 media references."""
     set_endpoint(endpoint_url)
-    config = CheckConfig(fmt, profile, platform, dataset_uri, max_invalid_percent, workers, check_media=check_media)
+    lengths = _length_check(tokenizer, max_length, template)
+    config = CheckConfig(fmt, profile, platform, dataset_uri, max_invalid_percent, workers, check_media=check_media, record_check=lengths)
     total = sum(s.size() or 0 for s in expand_paths(paths))
     with byte_progress("checking", total, enabled=not json_output) as advance:
         summary = run_check(paths, config, valid_out=valid_out, rejects_out=rejects_out, errors_out=errors_out, on_progress=advance)
+    summary.tokens = lengths.to_dict() if lengths else None
     try:
         if json_output:
             write_json(summary, sys.stdout.buffer)
@@ -51,6 +57,18 @@ def check(
     finally:
         summary.close()
     return 0 if summary.ok else 1
+
+
+def _length_check(tokenizer: str | None, max_length: int | None, template: str):
+    """The F12 token counter for ``--tokenizer``, or None; imported here so plain checks stay light."""
+    if tokenizer is None:
+        if max_length is not None or template != "auto":
+            msg = "--max-length and --template count tokens, which needs --tokenizer DIR"
+            raise UsageError(msg)
+        return None
+    from tunekit_tokenize import LengthCheck, load_tokenizer
+
+    return LengthCheck(load_tokenizer(tokenizer), 32768 if max_length is None else max_length, template)
 
 
 def write_json(summary: CheckSummary, stream) -> None:
@@ -68,6 +86,8 @@ def write_json(summary: CheckSummary, stream) -> None:
         "warnings": summary.warnings,
         "by_rule": dict(sorted(summary.by_rule.items())),
     }
+    if summary.tokens is not None:
+        head["tokens"] = summary.tokens
     stream.write(orjson.dumps(head)[:-1] + b', "errors": [')
     for i, problem in enumerate(iter_problems(summary)):
         stream.write((b", " if i else b"") + orjson.dumps(problem))
@@ -86,6 +106,9 @@ def print_human(summary: CheckSummary) -> None:
     table.add_row("valid", f"[green]{summary.valid:,}[/green]")
     table.add_row("invalid", f"[red]{summary.invalid:,}[/red] ({summary.invalid_percent:.2f}%, allowed {summary.max_invalid_percent:g}%)")
     table.add_row("warnings", f"{summary.warnings:,}")
+    if summary.tokens is not None:
+        t = summary.tokens
+        table.add_row("tokens", f"{t['tokens']:,} in {t['records']:,} records, longest {t['longest']:,}; {t['over_max_length']:,} over {t['max_length']:,} (F12)")
     if summary.blank:
         table.add_row("blank lines", f"{summary.blank:,} (F7: skipped, not records)")
     out.print(table)

@@ -53,6 +53,12 @@ _DATASET_URI = re.compile(r"^s3://([a-z0-9][.\-a-z0-9]{1,61}[a-z0-9])(/.*)?$")
 DPO_MIN_PAIRS = 1000
 
 
+RecordCheck = Callable[[str, list[tuple[int, object]]], list[tuple[int, Problem]]]
+"""A check of decoded records that the block checker cannot do (F12 token counts, which need a
+tokenizer: ``tunekit_tokenize.LengthCheck``): called with the detected format and each block's valid
+``(line, record)`` pairs, it returns ``(line, problem)`` findings. Errors make their lines invalid."""
+
+
 @dataclass(frozen=True)
 class CheckConfig:
     """What to check and how; built from the CLI options (or by `ds convert` / `train run`)."""
@@ -65,6 +71,7 @@ class CheckConfig:
     workers: int | None = None
     block_size: int = DEFAULT_BLOCK_SIZE
     check_media: bool = False
+    record_check: RecordCheck | None = None
 
     def validate(self) -> None:
         """Raise UsageError naming the option and the allowed values."""
@@ -123,6 +130,7 @@ class CheckSummary:
     dataset_errors: list[DatasetProblem] = field(default_factory=list)
     max_invalid_percent: float = 0.0
     spool: Path | None = None
+    tokens: dict[str, int] | None = None  # token figures of ``--tokenizer`` (F12), set by the caller
 
     @property
     def invalid_percent(self) -> float:
@@ -342,6 +350,8 @@ def run_check(
                 for block, result in _ordered(stream, options, workers):
                     if config.check_media:
                         check_media(result)
+                    if config.record_check is not None:
+                        _run_record_check(config.record_check, fmt, block, result)
                     _absorb(summary, source, block, result, spool_file, writers)
                     stats.merge(result.stats)
                     if on_progress:
@@ -355,6 +365,23 @@ def run_check(
         summary.close()
         raise
     return summary
+
+
+def _run_record_check(check: RecordCheck, fmt: str, block: Block, result: BlockResult) -> None:
+    """Decode the block's valid lines for ``check`` and merge its findings into ``result``."""
+    records = [
+        (result.first_line + i, orjson.loads(raw))
+        for i, raw in enumerate(split_lines(block.data))
+        if not (result.invalid[i] or result.blank[i])
+    ]
+    found = check(fmt, records) if records else []
+    if not found:
+        return
+    for line, problem in found:
+        if problem.severity == "error":
+            result.invalid[line - result.first_line] = True
+    result.problems = sorted(result.problems + found, key=lambda hit: hit[0])
+    result.stats.valid = int(result.stats.records - result.invalid.sum())
 
 
 def _s3_bucket(sources: list[Source]) -> str | None:

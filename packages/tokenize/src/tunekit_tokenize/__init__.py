@@ -23,6 +23,7 @@ from tunekit_tokenize.encoder import (
     encode_example,
 )
 from tunekit_tokenize.explain import ExplainedToken, explain_example
+from tunekit_tokenize.lengths import LengthCheck
 from tunekit_tokenize.manifest import PackedDataset, load_packed
 from tunekit_tokenize.masks import LOSS_POLICIES, LossOn
 from tunekit_tokenize.pipeline import FORMAT_ALIASES, PackResult, Progress, pack, pack_files
@@ -40,6 +41,7 @@ __all__ = [
     "Encoder",
     "ExampleRejected",
     "ExplainedToken",
+    "LengthCheck",
     "LossOn",
     "PackResult",
     "PackedDataset",
