@@ -206,5 +206,5 @@ def test_outputs_appear_only_when_complete(tmp_path, many):
         [str(many)], options, on_progress=lambda _: seen.append(sorted(p.name for p in tmp_path.iterdir()))
     )
     assert all("o.jsonl" not in names for names in seen)
-    assert any(name.startswith(".o.jsonl.tmp-") for name in seen[0])
+    assert any(name.startswith(".o.jsonl.") and name.endswith(".tmp") for name in seen[0])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["many.jsonl", "o.jsonl"]

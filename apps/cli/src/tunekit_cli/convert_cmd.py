@@ -21,6 +21,7 @@ from tunekit_data.convert import (
 from tunekit_data.convert.sources import discover, input_size
 from tunekit_data.convert.writer import DEFAULT_SHARD_SIZE
 from tunekit_data.profiles import PROFILES
+from tunekit_data.s3 import set_endpoint
 
 out = Console(highlight=False)
 
@@ -29,12 +30,12 @@ def convert(
     paths: Annotated[
         list[str],
         typer.Argument(
-            help="JSONL (.gz/.zst), Parquet, Hugging Face save_to_disk folders, folders of .txt documents, or - for stdin."
+            help="JSONL (.gz/.zst), Parquet, Hugging Face save_to_disk folders, folders of .txt documents, s3://bucket/key objects or s3://bucket/prefix/ prefixes, or - for stdin."
         ),
     ],
     to: Annotated[str, typer.Option(help=" | ".join(OUTPUT_FORMATS))],
     output: Annotated[
-        str, typer.Option("-o", "--output", help="out.jsonl, out.parquet, or a folder for JSONL shards")
+        str, typer.Option("-o", "--output", help="out.jsonl, out.parquet, or a folder for JSONL shards (paths or s3:// URIs)")
     ],
     fmt: Annotated[str, typer.Option("--from", help=f"auto | {' | '.join(INPUT_FORMATS)}")] = "auto",
     system: Annotated[str | None, typer.Option(help="system prompt for records that have none")] = None,
@@ -56,7 +57,7 @@ def convert(
         int | None, typer.Option(help="stop after this many training records (max_train_samples; -1 = all)")
     ] = None,
     rejects_out: Annotated[
-        str | None, typer.Option(help="write each rejected record here as JSONL with its line and reason")
+        str | None, typer.Option(help="write each rejected record here as JSONL with its line and reason (a path or s3://bucket/key)")
     ] = None,
     profile: Annotated[
         str, typer.Option(help=f"model whose rules the output must pass: {' | '.join(PROFILES)}")
@@ -70,9 +71,13 @@ def convert(
     ] = 0.0,
     workers: Annotated[int | None, typer.Option(help="processes to use (default: all cores)")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
+    endpoint_url: Annotated[
+        str | None, typer.Option(help="S3-compatible endpoint for s3:// inputs and outputs (default: $AWS_ENDPOINT_URL, else AWS)")
+    ] = None,
 ) -> int:
     """Convert datasets to Converse, Nova DPO, chat, prompt-response, preference or text; every record
     is written or rejected with its line and reason. Exit 1 when more than --max-rejects-percent is rejected."""
+    set_endpoint(endpoint_url)
     options = ConvertOptions(
         to=to,
         out=output,

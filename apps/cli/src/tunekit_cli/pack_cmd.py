@@ -18,6 +18,7 @@ from rich.text import Text
 import tunekit_tokenize as tk
 from tunekit_data.convert import INPUT_FORMATS, Rejection, read_examples
 from tunekit_data.errors import InputError, UsageError
+from tunekit_data.s3 import set_endpoint
 
 out = Console(highlight=False)
 _FORMATS = " | ".join(["auto", *tk.FORMAT_ALIASES, *INPUT_FORMATS])
@@ -25,9 +26,9 @@ _STAGES = {"hash": "hashing inputs", "tokenize": "tokenizing records", "pack": "
 
 
 def pack(
-    paths: Annotated[list[str], typer.Argument(help="Inputs in any format `ds convert` reads (JSONL, Parquet, HF datasets, .txt folders), or - for stdin.")],
+    paths: Annotated[list[str], typer.Argument(help="Inputs in any format `ds convert` reads (JSONL, Parquet, HF datasets, .txt folders, s3:// objects and prefixes), or - for stdin.")],
     tokenizer: Annotated[str, typer.Option(help="local Hugging Face model or tokenizer directory (tokenizer.json, tokenizer_config.json)")],
-    output: Annotated[str | None, typer.Option("-o", "--output", help="output directory (Parquet shards, manifest.json, stats.json)")] = None,
+    output: Annotated[str | None, typer.Option("-o", "--output", help="output directory (Parquet shards, manifest.json, stats.json), or an empty s3://bucket/prefix/")] = None,
     max_length: Annotated[int, typer.Option(help="tokens per packed row")] = 32768,
     fmt: Annotated[str, typer.Option("--format", help=_FORMATS)] = "auto",
     template: Annotated[str, typer.Option(help="auto (the tokenizer's) | chatml | llama3 | PATH.jinja")] = "auto",
@@ -39,8 +40,10 @@ def pack(
     max_invalid_percent: Annotated[float, typer.Option(help="pass when at most this percent of records is rejected")] = 0.0,
     explain: Annotated[int | None, typer.Option(help="show record N's tokens (0-based), trained ones highlighted, and write nothing")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
+    endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint for s3:// inputs and outputs (default: $AWS_ENDPOINT_URL, else AWS)")] = None,
 ) -> int:
     """Tokenize with the chat template (exact loss masks) and pack with global best-fit decreasing."""
+    set_endpoint(endpoint_url)
     if explain is not None:
         return _explain(paths, tokenizer, fmt=fmt, template=template, loss_on=loss_on, record=explain, json_output=json_output)
     if output is None:

@@ -44,7 +44,7 @@ def _before_torch() -> None:
 def run(
     recipe: Annotated[Path, typer.Argument(help="recipe YAML (Nova HyperPod keys, Databricks keys)")],
     overrides: Annotated[list[str] | None, typer.Option("--set", help="override a key: --set training_config.max_length=1024 (repeatable)")] = None,
-    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="run directory (default: exp_dir, run.output_s3_path, runs/<name>)")] = None,
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="run directory (default: exp_dir, run.output_s3_path if local, runs/<name>); an s3:// output_s3_path also gets the run uploaded")] = None,
     resume: Annotated[str | None, typer.Option(help="'auto' (continue the run in the output directory) or a run/checkpoint directory")] = None,
     json_output: JsonFlag = False,
     nproc_per_node: Annotated[int | None, typer.Option("--nproc-per-node", min=1, help="processes on this node: relaunch through torchrun (DDP)")] = None,
@@ -52,6 +52,7 @@ def run(
     node_rank: Annotated[int, typer.Option(min=0, help="this node's rank in a multi-node job")] = 0,
     master_addr: Annotated[str | None, typer.Option(help="address of the node with rank 0 (multi-node jobs)")] = None,
     master_port: Annotated[int, typer.Option(help="port of the rendezvous on the rank-0 node")] = 29500,
+    endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint for s3:// data and output paths (default: $AWS_ENDPOINT_URL, else AWS)")] = None,
 ) -> int:
     """Train a model as RECIPE says; Ctrl-C stops after the current step with a checkpoint.
 
@@ -59,9 +60,12 @@ def run(
     under an external torchrun or SLURM launch (RANK / WORLD_SIZE set) it joins that job.
     """
     _before_torch()
+    from tunekit_data.s3 import set_endpoint
     from tunekit_train.launch import Launch, launch, under_launcher
     from tunekit_train.recipe import load_recipe
     from tunekit_train.run import run_training
+
+    set_endpoint(endpoint_url)  # an environment variable: torchrun's processes inherit it
 
     loaded = load_recipe(recipe, overrides or [])
     rank = int(os.environ.get("RANK", "0"))

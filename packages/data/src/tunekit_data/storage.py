@@ -11,7 +11,9 @@ takes a path:
 - ``stat(uri)``: the size in bytes. ``head_many(uris)``: sizes of many S3 objects, ``concurrency``
   HEAD requests at a time (``ds check --check-media``).
 - ``open_output(uri)``: an ``AtomicOutput``, compressed by suffix like inputs. ``upload_dir``
-  publishes a local folder (a checkpoint, a packed dataset) file by file.
+  publishes a local folder (a checkpoint, a packed dataset) file by file, ``upload`` one file;
+  ``download`` / ``download_dir`` fetch an object / a prefix into a local folder (training data),
+  streamed. ``check_writable`` fails early on an S3 folder that cannot be written.
 
 Outputs are atomic: readers never see a partial one, and an interrupted write leaves nothing under
 the final name. A local file is written to a temporary name beside it and renamed. An S3 object is
@@ -70,12 +72,13 @@ def _codec(uri: str) -> str | None:
 # --- reading -------------------------------------------------------------------------------------------
 
 
-def open_input(uri: str) -> BinaryIO:
-    """Open a file or S3 object for binary reading, decompressing ``.gz`` / ``.zst``; InputError if it cannot."""
+def open_input(uri: str, *, decompress: bool = True) -> BinaryIO:
+    """Open a file or S3 object for binary reading, decompressing ``.gz`` / ``.zst`` unless
+    ``decompress`` is False (a copy keeps the bytes as they are); InputError if it cannot."""
     if is_s3(uri):
-        return _open_s3_input(S3Path.parse(uri))
+        return _open_s3_input(S3Path.parse(uri), decompress=decompress)
     path = local_path(uri)
-    codec = _codec(path)
+    codec = _codec(path) if decompress else None
     try:
         if codec:
             return pa.CompressedInputStream(pa.OSFile(path), codec)  # type: ignore[return-value]
@@ -85,13 +88,13 @@ def open_input(uri: str) -> BinaryIO:
         raise InputError(msg) from exc
 
 
-def _open_s3_input(path: S3Path) -> BinaryIO:
+def _open_s3_input(path: S3Path, *, decompress: bool = True) -> BinaryIO:
     try:
         file = s3.filesystem(path.bucket).open_input_file(path.arrow)
     except OSError as exc:
         raise s3.error(path, exc, "open") from exc
     reader = _S3Reader(path, file)
-    codec = _codec(path.key)
+    codec = _codec(path.key) if decompress else None
     if codec:
         return pa.CompressedInputStream(reader, codec)  # type: ignore[return-value]
     return io.BufferedReader(reader, FIRST_GET)  # type: ignore[return-value]
@@ -210,6 +213,24 @@ def _list_s3(path: S3Path, suffixes: tuple[str, ...]) -> list[str]:
         msg = f"{path.uri}: prefix holds no {', '.join(suffixes)} objects"
         raise InputError(msg)
     return found
+
+
+def list_names(uri: str) -> list[str]:
+    """Names, relative to it, of the files under the folder or prefix ``uri``; [] if there is none.
+
+    For checks before writing into a folder (``ds convert`` refuses to mix its shards with older
+    ones). A bucket that does not exist or cannot be listed is an InputError.
+    """
+    if not is_s3(uri):
+        root = Path(local_path(uri))
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    path = S3Path.parse(uri)
+    prefix = path.arrow + "/"
+    try:
+        infos = s3.filesystem(path.bucket).get_file_info(fs.FileSelector(path.arrow, recursive=True, allow_not_found=True))
+    except OSError as exc:
+        raise s3.error(path, exc, "list") from exc
+    return sorted(i.path.removeprefix(prefix) for i in infos if i.type == fs.FileType.File)
 
 
 def stat(uri: str) -> int:
@@ -365,12 +386,62 @@ def upload_dir(local: str | Path, uri: str, *, last: tuple[str, ...] = ()) -> li
     base = uri.rstrip("/")
     written = []
     for file in files:
-        target = f"{base}/{file.relative_to(root).as_posix()}"
-        if not is_s3(target):
-            Path(local_path(target)).parent.mkdir(parents=True, exist_ok=True)
-        with open_output(target, compress=False) as out, file.open("rb") as src:
-            while chunk := src.read(MAX_GET):
-                out.write(chunk)
+        written.append(upload(file, f"{base}/{file.relative_to(root).as_posix()}"))
+    return written
+
+
+def upload(local: str | Path, uri: str) -> str:
+    """Copy the local file ``local`` to ``uri`` (an ``s3://`` key or a path), streamed, bytes unchanged,
+    appearing atomically; returns ``uri``."""
+    if not is_s3(uri):
+        Path(local_path(uri)).parent.mkdir(parents=True, exist_ok=True)
+    with open_output(uri, compress=False) as out, Path(local).open("rb") as src:
+        while chunk := src.read(MAX_GET):
+            out.write(chunk)
+    return uri
+
+
+def check_writable(uri: str) -> None:
+    """For an ``s3://`` folder ``uri``: InputError now, before long work, if nothing can be written
+    under it (no such bucket, access denied, no credentials). Local folders are created when written."""
+    if is_s3(uri):
+        # The temporary key is created (allow_delayed_open=False) and deleted: nothing stays under the prefix.
+        open_output(f"{uri.rstrip('/')}/.tunekit-write-check").abort()
+
+
+def download(uri: str, local: str | Path) -> Path:
+    """Copy the file or object ``uri`` to the local file ``local``, streamed, bytes unchanged.
+
+    The copy is atomic like every output (a temporary name, then a rename), so an existing ``local``
+    is always a complete copy: callers may skip objects already fetched.
+    """
+    target = Path(local)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open_output(str(target), compress=False) as out, contextlib.closing(open_input(uri, decompress=False)) as src:
+        while chunk := src.read(MAX_GET):
+            out.write(chunk)
+    return target
+
+
+def download_dir(uri: str, local: str | Path) -> list[Path]:
+    """Copy the object ``uri``, or every object under the prefix ``uri``, into the folder ``local``.
+
+    The mirror of ``upload_dir``: an object lands as ``local/<its name>``, a prefix's objects under
+    their names relative to it. Files already there with the object's size are kept (``download``
+    is atomic, so they are complete): a resumed run does not fetch its data again. Hidden names
+    (temporary keys of unfinished writes) are skipped. Returns the local files, in order.
+    """
+    root = Path(local)
+    uris = list_inputs(uri, ("",))  # "" matches every name: a file is itself, a prefix all below it
+    base = uri.rstrip("/") + "/"
+    written = []
+    for name in uris:
+        relative = name.removeprefix(base) if name.startswith(base) else name.rpartition("/")[2]
+        if any(part.startswith(".") for part in relative.split("/")):
+            continue
+        target = root / relative
+        if not (target.is_file() and target.stat().st_size == stat(name)):
+            download(name, target)
         written.append(target)
     return written
 

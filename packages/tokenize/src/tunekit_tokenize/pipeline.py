@@ -6,20 +6,29 @@ time). Memory stays bounded by a few batches, one shard and ~25 bytes of metadat
 
 Re-running with the same source files (by content hash), tokenizer, template and options returns
 the existing output (``PackResult.cached``); the output directory appears only when complete.
+
+An ``s3://bucket/prefix/`` output is built in a local temporary folder and uploaded file by file
+(``storage.upload_dir``), ``manifest.json`` last: a reader that finds the manifest finds every shard
+it lists. The prefix must be empty (overwriting an older pack in place would leave a window where
+its manifest names new shards), and the content-hash cache is not used for S3 outputs or inputs
+(hashing S3 inputs would read them twice; re-packing is the simple, always-correct answer).
 """
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from tunekit_data import storage
 from tunekit_data.convert import Rejection, read_examples
 from tunekit_data.convert.sources import discover
 from tunekit_data.errors import DataError, InputError, UsageError
 from tunekit_data.examples import Example, SourceRecord
+from tunekit_data.s3 import is_s3
 from tunekit_tokenize.cache import cache_key, cached_pack, describe_source
 from tunekit_tokenize.chat_template import ChatTemplate, resolve_template
 from tunekit_tokenize.encoder import Encoder, example_kind, sequences_per_item
@@ -43,9 +52,9 @@ FORMAT_ALIASES = {"sft": "converse", "cpt": "text"}
 
 @dataclass(frozen=True)
 class PackResult:
-    """What `pack` did: the output directory, whether it was reused, its manifest and stats."""
+    """What `pack` did: the output directory (an ``s3://`` URI for S3), whether it was reused, its manifest and stats."""
 
-    out_dir: Path
+    out_dir: Path | str
     cached: bool
     manifest: dict
     stats: dict
@@ -97,6 +106,7 @@ def pack(
         tokenizer: a local tokenizer directory or a loaded bundle.
         max_length: tokens per packed row.
         out_dir: output directory; replaced if it holds an older pack, refused if it holds anything else.
+            An ``s3://bucket/prefix/`` must be empty; the pack is uploaded there once complete.
         template: ``auto`` (the tokenizer's), ``chatml``, ``llama3`` or a ``.jinja`` path.
         loss_on: ``assistant`` (every answer), ``last-turn`` or ``all`` (chat data only).
         truncation: ``drop``, ``right`` (keep the start) or ``left`` (keep the end) for long examples.
@@ -118,10 +128,47 @@ def pack(
     _validate(options, workers)
     bundle = tokenizer if isinstance(tokenizer, TokenizerBundle) else load_tokenizer(tokenizer)
     chat_template = resolve_template(bundle, template)
-    out = Path(out_dir)
+    remote = str(out_dir) if is_s3(str(out_dir)) else None
+    if remote is not None:
+        _check_s3_output(remote)
+        sources = None  # no content-hash cache on S3 (module docstring)
     notify = progress or _quiet
     started = time.perf_counter()
     provenance = _Provenance(None, dict(reader_options or {}), None)
+    # An S3 pack is built in a local temporary folder (on $TMPDIR) and uploaded when complete.
+    local = Path(tempfile.mkdtemp(prefix="tunekit-pack-")) / "pack" if remote is not None else Path(out_dir)
+    try:
+        result = _pack_local(examples, bundle, chat_template, options, workers, local, sources, provenance, notify, started)
+        if remote is None:
+            return result
+        storage.upload_dir(local, remote, last=(MANIFEST_FILE,))
+        return replace(result, out_dir=remote)
+    finally:
+        if remote is not None:
+            shutil.rmtree(local.parent, ignore_errors=True)
+
+
+def _check_s3_output(uri: str) -> None:
+    """Fail before any work when the S3 output cannot be written: a missing bucket, or a prefix in use."""
+    if storage.list_names(uri):
+        msg = f"{uri}: already holds objects; write S3 packs to a new, empty prefix"
+        raise UsageError(msg)
+    storage.check_writable(uri)
+
+
+def _pack_local(
+    examples: Iterable[PackInput],
+    bundle: TokenizerBundle,
+    chat_template: ChatTemplate | None,
+    options: PackOptions,
+    workers: int | None,
+    out: Path,
+    sources: Sequence[str | Path] | None,
+    provenance: _Provenance,
+    notify: Progress,
+    started: float,
+) -> PackResult:
+    """`pack` into the local directory ``out``: reuse it when the cache key matches, else build it."""
     if sources is not None:
         described = [describe_source(Path(p), lambda done, total: notify("hash", done, total)) for p in sources]
         key = cache_key(
@@ -143,15 +190,15 @@ def pack(
 
 
 def pack_files(paths: Sequence[str], *, fmt: str = "auto", **options: object) -> PackResult:
-    """`pack` the records of ``paths`` (any input `ds convert` reads), decoded with `read_examples`.
+    """`pack` the records of ``paths`` (any input `ds convert` reads, ``s3://`` too), decoded with `read_examples`.
 
     ``fmt`` is ``auto``, ``sft``, ``dpo``, ``cpt`` or a ``ds convert --from`` format name; ``options``
-    are `pack`'s keyword arguments. Inputs other than standard input are hashed, so an identical
-    re-run reuses the previous output.
+    are `pack`'s keyword arguments. Local inputs are hashed, so an identical re-run reuses the
+    previous output (not standard input nor S3 objects: they would be read twice).
     """
     reader = read_examples(list(paths), fmt=FORMAT_ALIASES.get(fmt, fmt))
     files = [f.path for f in discover(paths)]
-    sources = None if "-" in files else files
+    sources = None if any(f == "-" or is_s3(f) for f in files) else files
     return pack(reader, sources=sources, reader_options={"format": reader.detection.fmt}, **options)  # type: ignore[arg-type]
 
 

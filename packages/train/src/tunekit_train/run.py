@@ -16,6 +16,9 @@ Run directory layout::
       final/            the trained model: a HF model directory (full) or a peft adapter (LoRA),
                         with the tokenizer files; `train export` turns it into a deployable directory
 
+With ``s3://`` data paths, the data is fetched into ``data/<split>-s3/`` first; with an ``s3://``
+``run.output_s3_path``, checkpoints, final/ and the run's record are uploaded there (`tunekit_train.remote`).
+
 Setup order matters for exact resume: the model is built (seeded), wrapped with LoRA, dropouts applied,
 DPO's reference taken from this starting model, then optimizer and scheduler are created and the
 checkpoint (weights, moments, schedule, RNG, data position) is loaded over them.
@@ -38,6 +41,7 @@ import yaml
 from torch import nn
 
 from tunekit_data.errors import ConfigError, UsageError
+from tunekit_data.s3 import is_s3
 from tunekit_train import checkpoint as ckpt
 from tunekit_train import distributed
 from tunekit_train.attention import Backend, flattens_rows, resolve_backend
@@ -52,6 +56,7 @@ from tunekit_train.model import Dropouts, apply_dropouts, has_weights, load_mode
 from tunekit_train.optim import build_optimizer, build_scheduler
 from tunekit_train.recipe import DPO_METRICS, LoadedRecipe, Recipe, TrainingConfig
 from tunekit_train.reference import build_reference
+from tunekit_train.remote import Publisher
 from tunekit_train.sources import local_path, open_rows
 
 
@@ -61,8 +66,8 @@ class Paths:
 
     model: Path
     tokenizer: Path | None
-    train: Path
-    validation: Path | None
+    train: Path | str  # str: an s3:// URI, fetched into the run directory (tunekit_train.remote)
+    validation: Path | str | None
     custom_weights: Path | None
 
 
@@ -153,6 +158,7 @@ def run_training(
         run_dir,
         ckpt.Retention(retention.monitor, retention.mode, retention.save_top_k, retention.save_last, config.weights_only),
     )
+    publisher = Publisher(recipe.run.output_s3_path, run_dir, enabled=main)  # uploads when output_s3_path is s3://
 
     def save(state: TrainState) -> None:
         if not main:  # DDP replicas are identical: rank 0 writes the checkpoint
@@ -161,6 +167,8 @@ def run_training(
             model=model, optimizer=optimizer, scheduler=scheduler, state=_checkpoint_state(state)
         )
         log.event("checkpoint", f"saved {directory.relative_to(run_dir)}", step=state.step, path=str(directory))
+        if (uri := publisher.checkpoint(directory)) is not None:
+            log.event("uploaded", f"{directory.relative_to(run_dir)} to {uri}", step=state.step, uri=uri)
         log.update_state(checkpoint=str(directory))
         if tokenizer is not None:
             _eval_prompts(model, tokenizer, config, log, state.step)
@@ -176,6 +184,8 @@ def run_training(
             log.update_state(state="stopped")
         elif main:
             final = _write_final(model, paths, run_dir)
+            if (uri := publisher.final(final)) is not None:
+                log.event("uploaded", f"final/ to {uri}", step=state.step, uri=uri)
             message = "early stopping" if outcome == "early_stopped" else "reached the training limit"
             log.event("completed", f"completed ({message}); model in final/", step=state.step, final=str(final))
             log.update_state(state="completed", reason=outcome, final=str(final))
@@ -189,6 +199,7 @@ def run_training(
         raise
     finally:
         log.close()
+    publisher.run_files()
     return log.state
 
 
@@ -204,7 +215,7 @@ def _check_runnable(loaded: LoadedRecipe) -> Paths:
             return None
         path = local_path(value)
         if path is None:
-            problems.append(f"{key}: {value}: S3 is not supported yet; use a local path or file:// URI")
+            problems.append(f"{key}: {value}: S3 is supported for the data and output paths only; use a local path or file:// URI")
         elif not path.exists():
             problems.append(f"{key}: {value}: no such file or directory")
         return path if path is not None and path.exists() else None
@@ -217,8 +228,12 @@ def _check_runnable(loaded: LoadedRecipe) -> Paths:
         tokenizer = model
     if config.eval_prompts and tokenizer is None:
         problems.append("training_config.eval_prompts: need a tokenizer (run.tokenizer_name_or_path, or tokenizer files in the model directory)")
-    train = existing("run.data_s3_path", recipe.run.data_s3_path, required=True)
-    validation = existing("run.validation_data_s3_path", recipe.run.validation_data_s3_path)
+    def data(key: str, value: str | None, *, required: bool = False) -> Path | str | None:
+        # s3:// data is read when the run starts (tunekit_train.remote.fetch_data), which names what is wrong.
+        return value if value is not None and is_s3(value) else existing(key, value, required=required)
+
+    train = data("run.data_s3_path", recipe.run.data_s3_path, required=True)
+    validation = data("run.validation_data_s3_path", recipe.run.validation_data_s3_path)
     custom = existing("run.custom_weights_path", recipe.run.custom_weights_path)
     em = config.exp_manager
     monitors = {"checkpoint_callback_params": em.checkpoint_callback_params.monitor}
@@ -257,12 +272,9 @@ def _run_dir(recipe: Recipe, output_dir: Path | None, resume: str | None) -> tup
 
 
 def _default_run_dir(recipe: Recipe) -> Path:
+    # An s3:// output_s3_path is where the run is published (remote.Publisher); it trains in runs/<name>.
     for value in (recipe.training_config.exp_manager.exp_dir, recipe.run.output_s3_path):
-        if value is not None:
-            path = local_path(value)
-            if path is None:
-                msg = f"{value}: S3 output is not supported yet; pass --output-dir"
-                raise UsageError(msg)
+        if value is not None and (path := local_path(value)) is not None:
             return path
     return Path("runs") / recipe.run.name
 

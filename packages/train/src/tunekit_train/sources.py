@@ -3,7 +3,8 @@
 Raw data (JSONL in any format ``ds convert`` reads, or a folder of .txt files for continued pretraining)
 goes through the same code as ``ds check`` + ``ds convert`` + ``ds pack``, into ``RUN_DIR/data/<split>``.
 The pack is cached: its manifest records a key over the inputs and settings, and an unchanged key reuses
-the directory instead of tokenizing again (so ``--resume`` does not repack).
+the directory instead of tokenizing again (so ``--resume`` does not repack). ``s3://`` data is first
+copied into ``RUN_DIR/data/<split>-s3/`` (`tunekit_train.remote.fetch_data`) and then read the same way.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunekit_data.errors import ConfigError
+from tunekit_data.s3 import is_s3
 from tunekit_train.data import PackedRows, load_packed
 from tunekit_train.dpo import check_pairs
 from tunekit_train.recipe import TrainingConfig
+from tunekit_train.remote import fetch_data
 
 # What a pack's `kind` must be for each method (SFT also trains on CPT packs: same loss, all tokens).
 _KINDS = {"sft": {"sft", "cpt"}, "cpt": {"cpt", "sft"}, "dpo": {"dpo"}}
@@ -21,7 +24,7 @@ _KINDS = {"sft": {"sft", "cpt"}, "cpt": {"cpt", "sft"}, "dpo": {"dpo"}}
 
 def local_path(value: str) -> Path | None:
     """The local path a recipe ``*_s3_path`` names (``file://`` URIs too), or None for ``s3://``."""
-    if value.startswith("s3://"):
+    if is_s3(value):
         return None
     return Path(value.removeprefix("file://"))
 
@@ -31,14 +34,18 @@ def is_packed(path: Path) -> bool:
     return (path / "manifest.json").is_file()
 
 
-def open_rows(path: Path, *, config: TrainingConfig, tokenizer: Path | None, cache: Path) -> PackedRows:
+def open_rows(path: Path | str, *, config: TrainingConfig, tokenizer: Path | None, cache: Path) -> PackedRows:
     """The packed rows of ``path``, packing raw data into ``cache`` first when needed.
+
+    An ``s3://`` ``path`` is fetched into ``<cache>-s3/`` first (only missing objects: see `remote`).
 
     Raises:
         ConfigError: the data was packed for another method, or raw data has no tokenizer to pack with.
         InputError, DataError: the data cannot be read, too many records are invalid, or DPO rows do not
             hold whole chosen/rejected pairs.
     """
+    if isinstance(path, str):
+        path = fetch_data(path, cache.with_name(f"{cache.name}-s3"))
     if not is_packed(path):
         path = _pack(path, config=config, tokenizer=tokenizer, out_dir=cache)
     rows = load_packed(path)

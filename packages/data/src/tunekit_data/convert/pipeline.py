@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
 from tunekit_data.check import worker_init
 from tunekit_data.convert.detect import SAMPLE, Detection, detect_format
@@ -319,7 +318,7 @@ def convert_dataset(
     opened_sinks: list[Sink] = list(sinks.values())
     workers = _workers(options, opened.files, options.block_size)
     try:
-        rejects = JsonlSink(Path(options.rejects_out)) if options.rejects_out else None
+        rejects = JsonlSink(options.rejects_out) if options.rejects_out else None
         if rejects is not None:
             opened_sinks.append(rejects)
         convert = partial(convert_unit, plan=plan)

@@ -1,7 +1,8 @@
 """Outputs: JSONL or Parquet files, or a folder of JSONL shards; the train/validation split.
 
-Every output is written under a temporary name beside its final path and renamed only when the run
-completes, so a crashed or interrupted run never leaves a truncated file that looks finished.
+Every output, a path or an ``s3://`` URI, is written through ``storage.open_output``: it appears under
+its name only when the run completes, so a crashed or interrupted run never leaves a truncated file
+(or S3 object) that looks finished.
 
 ``-o`` decides the layout: ``*.jsonl`` (``.gz`` / ``.zst`` compressed too) writes JSONL, ``*.parquet``
 writes Parquet with the target's Arrow schema (``outputs.ARROW_SCHEMAS``), anything else is a folder
@@ -19,17 +20,18 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tunekit_data import storage
 from tunekit_data.errors import InputError, UsageError
+from tunekit_data.s3 import is_s3
 
 TRAIN = "train"
 DEFAULT_SHARD_SIZE = 100_000
@@ -137,60 +139,52 @@ class Sink(Protocol):
         """Close and delete whatever was written."""
 
 
-def _temp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
 class _FileSink:
-    """Shared temp-name-then-rename life cycle of one output file."""
+    """One output file (a path or ``s3://bucket/key``) written through ``storage.open_output``, so it
+    appears only on ``commit`` and an aborted run leaves nothing under its name."""
 
-    def __init__(self, path: Path) -> None:
-        self.path, self.temp, self.count = path, _temp_name(path), 0
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            msg = f"{path}: cannot create its folder: {exc.strerror or exc}"
-            raise InputError(msg) from exc
+    def __init__(self, path: str, *, compress: bool) -> None:
+        self.path, self.count = path if is_s3(path) else str(Path(path)), 0
+        if not is_s3(path):
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                msg = f"{path}: cannot create its folder: {exc.strerror or exc}"
+                raise InputError(msg) from exc
+        self.out = storage.open_output(path, compress=compress)
 
     def _close(self) -> None:
-        raise NotImplementedError
+        """Flush what the format still holds (a Parquet footer) into ``self.out``."""
 
     def commit(self) -> list[tuple[str, int]]:
         self._close()
-        self.temp.replace(self.path)
-        return [(str(self.path), self.count)]
+        self.out.commit()
+        return [(self.path, self.count)]
 
     def abort(self) -> None:
         try:
             self._close()
         finally:
-            self.temp.unlink(missing_ok=True)
+            self.out.abort()
 
 
 class JsonlSink(_FileSink):
-    """A JSONL file, compressed by its suffix (``.gz``, ``.zst``) through pyarrow's codecs."""
+    """A JSONL file, compressed by its suffix (``.gz``, ``.zst``) by ``storage.open_output``."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        codec = _COMPRESSION.get(path.suffix)
-        raw = pa.OSFile(str(self.temp), "wb")
-        self.stream: BinaryIO = pa.CompressedOutputStream(raw, codec) if codec else raw  # type: ignore[assignment]
+    def __init__(self, path: str) -> None:
+        super().__init__(path, compress=True)
 
     def write(self, chunk: Chunk) -> None:
-        self.stream.write(chunk.data)
+        self.out.write(chunk.data)
         self.count += len(chunk)
-
-    def _close(self) -> None:
-        if not self.stream.closed:
-            self.stream.close()
 
 
 class ParquetSink(_FileSink):
     """A Parquet file of one schema; each chunk becomes a row group."""
 
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        super().__init__(path)
-        self.writer = pq.ParquetWriter(str(self.temp), schema, compression="zstd")
+    def __init__(self, path: str, schema: pa.Schema) -> None:
+        super().__init__(path, compress=False)  # Parquet compresses its pages itself
+        self.writer = pq.ParquetWriter(_Unclosable(self.out), schema, compression="zstd")
         self.open = True
 
     def write(self, chunk: Chunk) -> None:
@@ -204,10 +198,31 @@ class ParquetSink(_FileSink):
             self.writer.close()
 
 
+class _Unclosable:
+    """An ``AtomicOutput`` as the file ``ParquetWriter`` writes to: closing the writer closes its
+    file, but only ``commit`` / ``abort`` may end an atomic output (publish it or drop it)."""
+
+    def __init__(self, out: storage.AtomicOutput) -> None:
+        self._out = out
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        return self._out.write(data)
+
+    def tell(self) -> int:
+        return self._out.tell()
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class ShardSink:
     """JSONL shards ``{prefix}-00000.jsonl`` ... of at most ``shard_size`` records in a folder."""
 
-    def __init__(self, folder: Path, prefix: str, shard_size: int) -> None:
+    def __init__(self, folder: str, prefix: str, shard_size: int) -> None:
         self.folder, self.prefix, self.shard_size = folder, prefix, shard_size
         self.done: list[JsonlSink] = []
         self.current: JsonlSink | None = None
@@ -225,7 +240,7 @@ class ShardSink:
     def _next(self) -> None:
         if self.current is not None:
             self.done.append(self.current)
-        self.current = JsonlSink(self.folder / f"{self.prefix}-{len(self.done):05d}.jsonl")
+        self.current = JsonlSink(_join(self.folder, f"{self.prefix}-{len(self.done):05d}.jsonl"))
 
     def commit(self) -> list[tuple[str, int]]:
         if self.current is None:  # no records: still leave one (empty) shard, so the output exists
@@ -242,10 +257,26 @@ class ShardSink:
 # --- layout ---------------------------------------------------------------------------------------------
 
 
-def _with_split(path: Path, name: str) -> Path:
-    """``out.jsonl`` -> ``out.validation.jsonl`` (``out.jsonl.gz`` -> ``out.validation.jsonl.gz``)."""
-    suffix = "".join(path.suffixes[-2:]) if path.suffix in _COMPRESSION else path.suffix
-    return path.with_name(f"{path.name[: -len(suffix)]}.{name}{suffix}")
+def _with_split(path: str, name: str) -> str:
+    """``out.jsonl`` -> ``out.validation.jsonl`` (``out.jsonl.gz`` -> ``out.validation.jsonl.gz``).
+
+    String arithmetic, not ``Path``: ``-o`` may be an ``s3://`` URI, whose ``//`` a Path would fold.
+    """
+    head, _, file = path.rpartition("/")
+    stem, suffix = _split_suffix(file)
+    return f"{head}/{stem}.{name}{suffix}" if head else f"{stem}.{name}{suffix}"
+
+
+def _split_suffix(name: str) -> tuple[str, str]:
+    """``out.jsonl.gz`` -> ``("out", ".jsonl.gz")``; ``out.parquet`` -> ``("out", ".parquet")``."""
+    parts = name.split(".")
+    n = 2 if len(parts) > 2 and f".{parts[-1]}" in _COMPRESSION else 1
+    return ".".join(parts[:-n]), "." + ".".join(parts[-n:])
+
+
+def _join(folder: str, name: str) -> str:
+    """``name`` inside the folder or ``s3://`` prefix ``folder``."""
+    return f"{folder.rstrip('/')}/{name}" if is_s3(folder) else str(Path(folder) / name)
 
 
 def output_kind(out: str) -> str:
@@ -266,18 +297,18 @@ def open_outputs(
 ) -> dict[str, Sink]:
     """One sink per split name (``train`` first), laid out as ``out`` asks."""
     kind = output_kind(out)
-    base = Path(out)
     sinks: dict[str, Sink] = {}
     try:
+        existing = storage.list_names(out) if kind == "shards" else []
         for name in splits:
             if kind == "shards":
-                taken = sorted(base.glob(f"{name}-*.jsonl")) if base.is_dir() else []
+                taken = sorted(n for n in existing if re.fullmatch(rf"{re.escape(name)}-.*\.jsonl", n))
                 if taken:
-                    msg = f"-o {out}: already holds {name} shards ({taken[0].name} ...); remove them or choose another folder"
+                    msg = f"-o {out}: already holds {name} shards ({taken[0]} ...); remove them or choose another folder"
                     raise UsageError(msg)
-                sinks[name] = ShardSink(base, name, shard_size)
+                sinks[name] = ShardSink(out, name, shard_size)
                 continue
-            path = base if name == TRAIN else _with_split(base, name)
+            path = out if name == TRAIN else _with_split(out, name)
             sinks[name] = ParquetSink(path, schema) if kind == "parquet" else JsonlSink(path)
     except BaseException:
         for sink in sinks.values():
