@@ -18,7 +18,12 @@ def tiny_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, lis
     monkeypatch.chdir(ROOT)  # the example recipe's paths are relative to the repository root
     model = tmp_path / "model"
     LlamaConfig(
-        vocab_size=2048, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+        vocab_size=2048,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
     ).save_pretrained(model)
     overrides = [
         f"run.model_name_or_path={model}",

@@ -94,3 +94,16 @@ def test_convert_missing_bucket_names_it_and_exits_2(s3, capsys, tmp_path, where
     assert "tk-no-such-bucket" in err and "no such bucket" in err
     assert "Traceback" not in err
     assert s3.keys(bucket) == ["in.jsonl"]
+
+
+def test_convert_failing_for_good_on_s3_leaves_nothing_under_the_output_key(s3, capsys, monkeypatch) -> None:
+    bucket = s3.bucket()
+    s3.put(f"s3://{bucket}/in.jsonl", _lines([_converse(i) for i in range(3)]))
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    s3.faults.fail_next(1000, only="/out/train.jsonl")  # the temporary key uploads; publishing it fails
+    code = main(["convert", f"s3://{bucket}/in.jsonl", "--to", "prompt-response", "-o", f"s3://{bucket}/out/train.jsonl"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2
+    assert f"s3://{bucket}/out/train.jsonl: cannot publish: the server kept failing after retrying" in err
+    assert "Traceback" not in err
+    assert [k for k in s3.keys(bucket) if k.startswith("out/") and not k.endswith("/")] == []

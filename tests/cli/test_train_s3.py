@@ -45,3 +45,19 @@ def test_train_run_with_a_missing_data_bucket_exits_2(s3, tiny_run: tuple[Path, 
     assert main(args) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "s3://tk-no-such-bucket/sft.jsonl" in err and "no such bucket" in err and "Traceback" not in err
+
+
+def test_train_run_from_a_packed_s3_prefix(s3, tiny_run: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]) -> None:
+    from tunekit_cli.ds import main as ds
+
+    run_dir, overrides = tiny_run
+    bucket = s3.bucket()
+    packed = f"s3://{bucket}/packed/"
+    assert ds(["pack", "examples/data/sft.jsonl", "--tokenizer", "examples/tiny/tokenizer", "--max-length", "256", "-o", packed, "--workers", "1", "--json"]) == 0
+    capsys.readouterr()
+    args = ["run", "examples/recipes/sft-lora-tiny.yaml", *overrides, "-o", str(run_dir), "--json",
+            "--set", "training_config.trainer.max_steps=1", "--set", f"run.data_s3_path={packed}"]  # fmt: skip
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "completed"
+    assert (run_dir / "data" / "train-s3" / "manifest.json").is_file()
+    assert not (run_dir / "data" / "train").exists()  # used as packed, not packed again

@@ -6,6 +6,7 @@ Every S3 test runs against the moto server of the ``s3`` fixture (tests/conftest
 from __future__ import annotations
 
 import gzip
+import os
 import socket
 from pathlib import Path
 
@@ -237,3 +238,38 @@ def test_permanent_failure_mid_read_stops_with_a_clear_error(s3, monkeypatch: py
     s3.faults.fail_next(1000)  # the server now fails every request
     with pytest.raises(InputError, match=r"train.jsonl: cannot read at byte [0-9,]+: the server kept failing after retrying"):
         list(blocks)
+
+
+def test_download_dir_copies_a_prefix_or_an_object_bytes_unchanged(s3, tmp_path: Path) -> None:
+    bucket = s3.bucket()
+    packed = gzip.compress(b'{"a": 1}\n')
+    s3.put(f"s3://{bucket}/ds/part.jsonl.gz", packed)  # kept compressed: a copy, not a read
+    s3.put(f"s3://{bucket}/ds/sub/manifest.json", b"{}")
+    s3.put(f"s3://{bucket}/ds/.part.jsonl.gz.0123.tmp", b"half")  # an unfinished write
+    files = storage.download_dir(f"s3://{bucket}/ds/", tmp_path / "ds")
+    assert files == [tmp_path / "ds" / "part.jsonl.gz", tmp_path / "ds" / "sub" / "manifest.json"]
+    assert files[0].read_bytes() == packed
+    assert storage.download_dir(f"s3://{bucket}/ds/sub/manifest.json", tmp_path / "one") == [tmp_path / "one" / "manifest.json"]
+    # A copy of the object's size is complete (copies are atomic): a second call does not fetch it again.
+    files[0].write_bytes(b"x" * len(packed))
+    assert storage.download_dir(f"s3://{bucket}/ds/", tmp_path / "ds") == files
+    assert files[0].read_bytes() == b"x" * len(packed)
+
+
+def test_list_names_and_check_writable(s3) -> None:
+    bucket = s3.bucket()
+    assert storage.list_names(f"s3://{bucket}/out/") == []
+    s3.put(f"s3://{bucket}/out/a/b.jsonl", b"")
+    assert storage.list_names(f"s3://{bucket}/out") == ["a/b.jsonl"]
+    storage.check_writable(f"s3://{bucket}/new/")
+    assert not [k for k in s3.keys(bucket) if k.startswith("new/") and not k.endswith("/")]
+    with pytest.raises(InputError, match=r"tk-no-such-bucket.*no such bucket"):
+        storage.check_writable("s3://tk-no-such-bucket/out/")
+
+
+def test_local_output_gets_the_usual_file_mode(tmp_path: Path) -> None:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    with storage.open_output(str(tmp_path / "out.jsonl")) as out:
+        out.write(b"{}\n")
+    assert (tmp_path / "out.jsonl").stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600

@@ -35,7 +35,12 @@ def convert(
     ],
     to: Annotated[str, typer.Option(help=" | ".join(OUTPUT_FORMATS))],
     output: Annotated[
-        str, typer.Option("-o", "--output", help="out.jsonl, out.parquet, or a folder for JSONL shards (paths or s3:// URIs)")
+        str,
+        typer.Option(
+            "-o",
+            "--output",
+            help="out.jsonl, out.parquet, or a folder for JSONL shards (paths or s3:// URIs)",
+        ),
     ],
     fmt: Annotated[str, typer.Option("--from", help=f"auto | {' | '.join(INPUT_FORMATS)}")] = "auto",
     system: Annotated[str | None, typer.Option(help="system prompt for records that have none")] = None,
@@ -57,7 +62,10 @@ def convert(
         int | None, typer.Option(help="stop after this many training records (max_train_samples; -1 = all)")
     ] = None,
     rejects_out: Annotated[
-        str | None, typer.Option(help="write each rejected record here as JSONL with its line and reason (a path or s3://bucket/key)")
+        str | None,
+        typer.Option(
+            help="write each rejected record here as JSONL with its line and reason (a path or s3://bucket/key)"
+        ),
     ] = None,
     profile: Annotated[
         str, typer.Option(help=f"model whose rules the output must pass: {' | '.join(PROFILES)}")
@@ -72,7 +80,10 @@ def convert(
     workers: Annotated[int | None, typer.Option(help="processes to use (default: all cores)")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
     endpoint_url: Annotated[
-        str | None, typer.Option(help="S3-compatible endpoint for s3:// inputs and outputs (default: $AWS_ENDPOINT_URL, else AWS)")
+        str | None,
+        typer.Option(
+            help="S3-compatible endpoint for s3:// inputs and outputs (default: $AWS_ENDPOINT_URL, else AWS)"
+        ),
     ] = None,
 ) -> int:
     """Convert datasets to Converse, Nova DPO, chat, prompt-response, preference or text; every record

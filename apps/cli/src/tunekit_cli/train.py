@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import traceback
 import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tunekit_cli.runner import run_app
@@ -79,7 +81,12 @@ def run(
     if rank == 0:
         for warning in loaded.warnings:
             err.print(f"[yellow]warning:[/yellow] {warning}")
-    state = run_training(loaded, output_dir=output_dir, resume=resume, show_progress=not json_output)
+    try:
+        state = run_training(loaded, output_dir=output_dir, resume=resume, show_progress=not json_output)
+    except Exception as exc:
+        if not under_launcher():
+            raise
+        return _rank_failed(rank, exc)
     if rank != 0:  # rank 0 reports for the job
         return 130 if state.get("state") == "stopped" else 0
     if json_output:
@@ -164,6 +171,32 @@ def export(
     else:
         out.print(f"exported {result['kind']} from {result['source']} to {result['output']}: {', '.join(result['files'])}")
     return 0
+
+
+def _rank_failed(rank: int, exc: Exception) -> int:
+    """A worker of a multi-process job failed: one line on stderr instead of a traceback per rank.
+
+    The rank that failed first says why and records an error file for the launcher (torchrun's own
+    mechanism), which then names it; ranks whose collectives broke because of it say only that.
+    Returns the exit code (1 invalid recipe or data, 2 other tunekit errors, 1 anything else).
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+
+    from tunekit_data.errors import ConfigError, DataError, TunekitError
+    from tunekit_train.distributed import claim_failure
+
+    first = claim_failure(rank)
+    if first is not None and first != rank:
+        err.print(f"rank {rank}: stopped because rank {first} failed", soft_wrap=True)
+        return 1
+    if isinstance(exc, TunekitError):
+        message = str(exc)
+    else:  # unexpected: the innermost frame says where (rank 0 also keeps the traceback in events.jsonl)
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        message = f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})"
+    err.print(f"[red]error:[/red] rank {rank}: {escape(message)}", soft_wrap=True)
+    ErrorHandler().record_exception(exc)
+    return 2 if isinstance(exc, TunekitError) and not isinstance(exc, DataError | ConfigError) else 1
 
 
 def _print_state(state: dict[str, Any]) -> None:

@@ -58,6 +58,16 @@ _FLUSH_EVERY = 64 << 20
 _CODECS = {".gz": "gzip", ".zst": "zstd"}
 
 
+def _new_file_mode() -> int:
+    # The umask can only be read by setting it; done once, at import, before any threads write files.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _new_file_mode()
+
+
 def local_path(uri: str) -> str:
     """The local path a ``file://`` URI or plain path names."""
     if uri.startswith("file://"):
@@ -223,11 +233,17 @@ def list_names(uri: str) -> list[str]:
     """
     if not is_s3(uri):
         root = Path(local_path(uri))
-        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+        return (
+            sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+            if root.is_dir()
+            else []
+        )
     path = S3Path.parse(uri)
     prefix = path.arrow + "/"
     try:
-        infos = s3.filesystem(path.bucket).get_file_info(fs.FileSelector(path.arrow, recursive=True, allow_not_found=True))
+        infos = s3.filesystem(path.bucket).get_file_info(
+            fs.FileSelector(path.arrow, recursive=True, allow_not_found=True)
+        )
     except OSError as exc:
         raise s3.error(path, exc, "list") from exc
     return sorted(i.path.removeprefix(prefix) for i in infos if i.type == fs.FileType.File)
@@ -417,7 +433,10 @@ def download(uri: str, local: str | Path) -> Path:
     """
     target = Path(local)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open_output(str(target), compress=False) as out, contextlib.closing(open_input(uri, decompress=False)) as src:
+    with (
+        open_output(str(target), compress=False) as out,
+        contextlib.closing(open_input(uri, decompress=False)) as src,
+    ):
         while chunk := src.read(MAX_GET):
             out.write(chunk)
     return target
@@ -453,6 +472,7 @@ def _open_local_output(path: str, codec: str | None) -> AtomicOutput:
         msg = f"{path}: directory {parent} does not exist"
         raise UsageError(msg)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=parent)
+    os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600 files; an output gets the mode any new file would
     stream: BinaryIO = os.fdopen(fd, "wb", buffering=BUFFER)
     if codec:
         stream = pa.CompressedOutputStream(stream, codec)  # type: ignore[assignment]

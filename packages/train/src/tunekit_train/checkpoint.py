@@ -9,6 +9,14 @@ Layout of ``RUN_DIR/checkpoints/step-000050/``::
     trainer_state.json                   step, data position (epoch, rows consumed), tokens, metrics,
                                          early-stopping counters
 
+    distributed/                         ``strategy: fsdp`` runs, instead of the weights and optimizer.pt:
+                                         model and optimizer state as torch.distributed.checkpoint (DCP)
+                                         shards, one file per rank that wrote it (LoRA: adapters only)
+
+DCP records each tensor's global shape and which slice every file holds, so a checkpoint written by N
+ranks loads on any other number of ranks, or into an unsharded model in one process. An fsdp run
+checkpoints that way even in one process, so its checkpoints stay one format.
+
 A checkpoint is assembled in ``checkpoints/.tmp-step-N`` and renamed into place, and ``checkpoints/last``
 is a symlink swapped with ``os.replace``, so a crash never leaves a half-written checkpoint or a dangling
 ``last``. Retention keeps the ``save_top_k`` best by the monitored metric plus the newest (``save_last``);
@@ -18,10 +26,13 @@ intermediate checkpoints; any full checkpoint here resumes exactly (same weights
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,10 +41,13 @@ import torch
 from torch import nn
 
 from tunekit_data.errors import InputError
+from tunekit_train.distributed import World, is_sharded
 from tunekit_train.lora import ADAPTER_WEIGHTS, is_lora
 
 STATE_FILE = "trainer_state.json"
 RESUME_FILES = ("optimizer.pt", "scheduler.pt", "rng.pt")
+SHARDED_DIR = "distributed"
+"""Where an fsdp run's checkpoint keeps its DCP model and optimizer shards."""
 
 
 @dataclass(frozen=True)
@@ -51,9 +65,12 @@ class Retention:
 class Checkpointer:
     """Saves checkpoints under ``run_dir/checkpoints`` and applies the retention rule after each save."""
 
-    def __init__(self, run_dir: Path, retention: Retention) -> None:
+    def __init__(self, run_dir: Path, retention: Retention, *, sharded: bool = False, world: World | None = None) -> None:
         self.root = run_dir / "checkpoints"
         self.retention = retention
+        self.sharded = sharded
+        """Write model and optimizer as DCP shards (every rank calls `save`); else rank 0 alone saves."""
+        self.world = world
 
     def save(
         self,
@@ -62,15 +79,28 @@ class Checkpointer:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         state: dict[str, Any],
-    ) -> Path:
-        """Write a full checkpoint for ``state["step"]`` and prune older ones; returns its directory."""
-        self.root.mkdir(parents=True, exist_ok=True)
+    ) -> Path | None:
+        """Write a full checkpoint for ``state["step"]`` and prune older ones; returns its directory.
+
+        Sharded: every rank writes its shards, then rank 0 completes the checkpoint; the others get None.
+        """
+        main = self.world is None or self.world.is_main
         final = self.root / f"step-{state['step']:06d}"
         tmp = self.root / f".tmp-{final.name}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        save_weights(model, tmp)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if main:
+            self.root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+        if self.sharded:
+            if self.world is not None:  # the directory exists before any rank writes into it
+                self.world.barrier()
+            # dcp.save returns on rank 0 only after every rank has written its shard.
+            save_sharded(model, optimizer, tmp / SHARDED_DIR)
+            if not main:
+                return None
+        else:
+            save_weights(model, tmp)
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(_rng_state(), tmp / "rng.pt")
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
@@ -103,21 +133,68 @@ class Checkpointer:
             if path not in keep:
                 shutil.rmtree(path)
             elif rule.weights_only and path != newest:
+                # A sharded checkpoint keeps its DCP optimizer shards: they cannot be split from the weights.
                 for name in RESUME_FILES:
                     (path / name).unlink(missing_ok=True)
 
 
-def save_weights(model: nn.Module, directory: Path) -> None:
-    """Write the trainable weights: the adapter for LoRA, the whole model (a HF directory) otherwise."""
+def save_weights(model: nn.Module, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the trainable weights: the adapter for LoRA, the whole model (a HF directory) otherwise.
+
+    ``state_dict``: the model's full state when ``model`` itself holds only shards (FSDP, gathered by
+    `tunekit_train.distributed.gathered_state_dict`); the model then only provides names and config.
+    """
     if is_lora(model):
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
         # Written by hand rather than with PeftModel.save_pretrained, which also writes a README model card.
-        save_file(get_peft_model_state_dict(model), directory / ADAPTER_WEIGHTS, metadata={"format": "pt"})
+        adapter = get_peft_model_state_dict(model, state_dict=state_dict)
+        save_file(adapter, directory / ADAPTER_WEIGHTS, metadata={"format": "pt"})
         model.peft_config["default"].save_pretrained(directory)
     else:
-        model.save_pretrained(directory)
+        model.save_pretrained(directory, state_dict=state_dict)
+
+
+def _dcp_options(model: nn.Module) -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    # LoRA: only the adapters (and their moments) change; the frozen base is rebuilt from the model path.
+    lora = is_lora(model)
+    return StateDictOptions(ignore_frozen_params=lora, strict=not lora)
+
+
+@contextlib.contextmanager
+def _one_process_ok() -> Iterator[None]:
+    # DCP warns that it assumes one process when no group exists: that is exactly the case meant here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        yield
+
+
+def save_sharded(model: nn.Module, optimizer: torch.optim.Optimizer, directory: Path) -> None:
+    """Write model and optimizer state with torch.distributed.checkpoint (every rank its own shards)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer, options=_dcp_options(model))
+    with _one_process_ok():
+        dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=directory)
+
+
+def load_sharded(model: nn.Module, optimizer: torch.optim.Optimizer, directory: Path) -> None:
+    """Load `save_sharded` output into ``model`` and ``optimizer``, sharded or not, on any number of ranks."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    options = _dcp_options(model)
+    # The templates say which slice of each tensor this rank holds; DCP reads just that from the files.
+    # (get_state_dict also creates the optimizer's moments, which a fresh optimizer lacks until a step.)
+    model_state, optim_state = get_state_dict(model, optimizer, options=options)
+    state = {"model": model_state, "optimizer": optim_state}
+    with _one_process_ok():
+        dcp.load(state, checkpoint_id=directory)
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"], options=options)
 
 
 def load_weights(model: nn.Module, directory: Path) -> None:
@@ -182,15 +259,27 @@ def restore(
 ) -> dict[str, Any]:
     """Load a full checkpoint into the objects (weights, optimizer, schedule, RNG) and return its state.
 
+    A sharded (fsdp) checkpoint loads into a sharded or a plain model on any number of ranks; one written
+    by rank 0 alone (ddp, one process) loads into a plain or DDP model only.
+
     Raises:
-        InputError: the checkpoint kept weights only (``weights_only`` pruned it).
+        InputError: the checkpoint kept weights only (``weights_only`` pruned it), or an FSDP run was
+            asked to resume a replicated checkpoint.
     """
-    missing = [name for name in RESUME_FILES if not (directory / name).is_file()]
+    sharded = (directory / SHARDED_DIR).is_dir()
+    needed = RESUME_FILES[1:] if sharded else RESUME_FILES
+    missing = [name for name in needed if not (directory / name).is_file()]
     if missing:
         msg = f"{directory}: weights-only checkpoint (no {missing[0]}); resume from the run's checkpoints/last"
         raise InputError(msg)
-    load_weights(model, directory)
-    optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
+    if sharded:
+        load_sharded(model, optimizer, directory / SHARDED_DIR)
+    elif is_sharded(model):
+        msg = f"{directory}: written by a ddp run; resume it with training_config.strategy ddp"
+        raise InputError(msg)
+    else:
+        load_weights(model, directory)
+        optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=True))
     _set_rng_state(torch.load(directory / "rng.pt", weights_only=True))
     return read_state(directory)

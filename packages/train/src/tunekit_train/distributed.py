@@ -1,4 +1,4 @@
-"""Data-parallel training across processes (DDP), set up from the standard torchrun environment.
+"""Data-parallel training across processes (DDP or FSDP2), set up from the standard torchrun environment.
 
 A launch under ``torchrun`` (or ``train run --nproc-per-node N``, which re-executes through it, or SLURM
 with the same variables) sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
@@ -15,7 +15,17 @@ How the update stays that of one big batch:
   sum of the ranks' losses over all the step's units is what reaches every replica;
 - gradients are synchronised once per step (``no_sync`` on all but the last micro-batch).
 
-Only rank 0 writes logs, checkpoints and the final model; the others use `SilentLog`.
+``training_config.strategy: fsdp`` shards instead of replicating (`shard`): every decoder layer and
+then the root become FSDP2 units (``fully_shard``), so each rank holds 1/N of the parameters, gradients
+and optimizer moments. FSDP2 also averages gradients over ranks (a reduce-scatter), so the loss scaling
+above is the same for both strategies.
+
+Only rank 0 writes logs and the final model (under FSDP every rank first takes part in gathering it,
+`gathered_state_dict`); checkpoints are rank 0's alone under DDP and written by every rank under FSDP
+(`tunekit_train.checkpoint`). The other ranks use `SilentLog`.
+
+When a rank fails, the first to fail claims the failure in the rendezvous store (`claim_failure`), so
+each rank can say whether it failed or only stopped with the job; torchrun then stops the rest.
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.fsdp import FSDPModule, fully_shard
 
 from tunekit_data.errors import ConfigError
 from tunekit_train.data import BatchStream
@@ -37,6 +49,10 @@ from tunekit_train.logs import RunLog
 
 TIMEOUT = timedelta(minutes=int(os.environ.get("TUNEKIT_DIST_TIMEOUT_MIN", "30")))
 """How long a collective waits for a rank that stopped answering before every rank fails."""
+FAULT_ENV = "TUNEKIT_TEST_FAIL"
+"""For tests only: ``RANK:STEP`` makes that rank raise `InjectedFault` before optimizer step STEP, to check
+that a failed rank stops the whole job with a clear error (`check_fault`)."""
+_FAILED_KEY = "tunekit/first_failed_rank"
 
 
 @dataclass(frozen=True)
@@ -96,8 +112,14 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: nn.Module, world: World, device: torch.device) -> nn.Module:
-    """The model under DDP: parameters broadcast from rank 0, gradients averaged after each step's backward."""
+def wrap(model: nn.Module, world: World, device: torch.device, *, fsdp: bool = False) -> nn.Module:
+    """The module the loop trains: ``model`` sharded in place (`shard`), or under DDP.
+
+    DDP broadcasts the parameters from rank 0 and averages gradients after each step's backward. Call
+    before building the optimizer: sharding replaces the parameters with sharded ones.
+    """
+    if fsdp:
+        return shard(model)
     return nn.parallel.DistributedDataParallel(
         model,
         device_ids=[device.index] if device.type == "cuda" else None,
@@ -107,11 +129,72 @@ def wrap(model: nn.Module, world: World, device: torch.device) -> nn.Module:
     )
 
 
+def shard(model: nn.Module) -> nn.Module:
+    """Shard ``model`` in place with FSDP2: each decoder layer its own unit, then the root (the rest).
+
+    Decoder layers are the classes Hugging Face lists in ``_no_split_modules`` (``LlamaDecoderLayer`` ...),
+    found through peft's wrappers too. One unit per layer means only one layer's full parameters exist
+    at a time during forward and backward.
+    """
+    layer_classes = {name for module in model.modules() for name in getattr(module, "_no_split_modules", None) or ()}
+    for module in list(model.modules()):
+        if type(module).__name__ in layer_classes:
+            fully_shard(module)
+    fully_shard(model)
+    return model
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether ``model`` is FSDP-sharded (its state exists only spread over the ranks)."""
+    return isinstance(model, FSDPModule)
+
+
+def gathered_state_dict(model: nn.Module, lora: bool) -> dict[str, torch.Tensor] | None:
+    """The full trained state of a sharded model, on rank 0's CPU (None on the others); every rank must call.
+
+    With ``lora`` only the trainable (adapter) tensors are gathered: the frozen base is what was loaded.
+    """
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=lora)
+    state = get_model_state_dict(model, options=options)
+    return state if dist.get_rank() == 0 else None
+
+
 def sync_gradients(model: nn.Module, last: bool) -> contextlib.AbstractContextManager:
-    """Skip DDP's gradient all-reduce on every micro-batch but the step's last."""
-    if isinstance(model, nn.parallel.DistributedDataParallel) and not last:
+    """Reduce gradients over ranks only on the step's last micro-batch (DDP's ``no_sync``, FSDP's switch)."""
+    if isinstance(model, FSDPModule):
+        model.set_requires_gradient_sync(last)
+    elif isinstance(model, nn.parallel.DistributedDataParallel) and not last:
         return model.no_sync()
     return contextlib.nullcontext()
+
+
+class InjectedFault(RuntimeError):
+    """The failure `FAULT_ENV` asks for."""
+
+
+def check_fault(world: World | None, step: int) -> None:
+    """Raise `InjectedFault` if `FAULT_ENV` names this rank and ``step`` (tests of failure handling)."""
+    spec = os.environ.get(FAULT_ENV)
+    if spec and world is not None and spec == f"{world.rank}:{step}":
+        msg = f"injected failure before step {step} ({FAULT_ENV}={spec})"
+        raise InjectedFault(msg)
+
+
+def claim_failure(rank: int) -> int | None:
+    """Record ``rank`` as the job's first failure unless another rank was first; returns the first one.
+
+    Ranks whose collectives broke because a peer died call this too, after the peer did, so they get the
+    peer's rank back. The key lives in the rendezvous store every rank already shares. None: the store is
+    gone (its host, rank 0 or the launcher, went first), so the first failure is unknown.
+    """
+    if not dist.is_initialized():
+        return rank
+    try:
+        # c10d exposes no public getter for the default group's store; this is the one init used.
+        store = dist.distributed_c10d._get_default_store()
+        return int(store.compare_set(_FAILED_KEY, "", str(rank)))
+    except (RuntimeError, ValueError):
+        return None
 
 
 def check_batches(source: str, n_rows: int, global_batch: int, micro_batch: int, world: World) -> None:

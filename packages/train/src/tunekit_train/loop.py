@@ -21,10 +21,11 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from tunekit_train.attention import Backend
 from tunekit_train.data import BatchStream, Step
-from tunekit_train.distributed import World, sync_gradients
+from tunekit_train.distributed import World, check_fault, sync_gradients
 from tunekit_train.logs import RunLog
 from tunekit_train.losses import LossFn, MetricSums
 from tunekit_train.recipe import EarlyStoppingParams
@@ -158,6 +159,7 @@ def fit(
     steps = parts.train.steps(state.epoch, state.offset)
     while True:
         step = next(steps)
+        check_fault(parts.world, state.step + 1)
         lr = _lr(parts.optimizer, parts.scheduler)
         loss_sum, metric_sums, units, tokens, grad_norm = _optimizer_step(parts, step, schedule.clip)
         _advance(state, step, tokens, len(parts.train.rows))
@@ -232,6 +234,8 @@ def _optimizer_step(parts: LoopParts, step: Step, clip: float) -> tuple[float, d
         total, sums = torch.tensor(reduced[0]), {n: torch.tensor(v) for n, v in zip(names, reduced[1:], strict=True)}
     params = [p for p in parts.model.parameters() if p.requires_grad]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf, foreach=True)
+    if isinstance(grad_norm, DTensor):  # FSDP: the norm over all ranks' shards, already reduced
+        grad_norm = grad_norm.full_tensor()
     parts.optimizer.step()
     parts.scheduler.step()
     parts.optimizer.zero_grad(set_to_none=True)

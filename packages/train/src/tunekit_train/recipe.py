@@ -373,6 +373,15 @@ class TrainingConfig(_Section):
     """Seed of the data order, dropout and (for config-only models) the weight init."""
     attn_implementation: Literal["auto", "sdpa", "eager", "flex_attention", "flash_attention_2"] = "auto"
     """Packed attention backend; auto is varlen flash-attention on GPU when installed, SDPA otherwise."""
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    """Data parallelism when launched on several processes (``train run --nproc-per-node``, torchrun, SLURM):
+    ``ddp`` keeps a full replica of the model and optimizer on every rank; ``fsdp`` shards parameters,
+    gradients and optimizer state over the ranks (FSDP2 ``fully_shard``) and writes sharded checkpoints
+    (torch.distributed.checkpoint) that resume on any process count. No effect in one process, except
+    that ``fsdp`` runs write the same sharded checkpoints."""
+    enable_fsdp: bool | None = None
+    """SageMaker JumpStart's hyperparameter, accepted here in ``training_config``: true is
+    ``strategy: fsdp``, false is ``strategy: ddp`` (it must not contradict an explicit ``strategy``)."""
     exp_manager: ExpManager = ExpManager()
     trainer: Trainer = Trainer()
     model: ModelSection = ModelSection()
@@ -392,6 +401,11 @@ class TrainingConfig(_Section):
         return int(match.group(1)), match.group(2)  # type: ignore[return-value]
 
     @property
+    def fsdp(self) -> bool:
+        """Whether the run shards the model (``strategy: fsdp`` or JumpStart's ``enable_fsdp: true``)."""
+        return self.strategy == "fsdp" or bool(self.enable_fsdp)
+
+    @property
     def checkpoint_every(self) -> int:
         """Steps between checkpoints: ``every_n_train_steps``, else ``save_steps``, else 0 (end only)."""
         every = self.exp_manager.checkpoint_callback_params.every_n_train_steps
@@ -405,6 +419,14 @@ class TrainingConfig(_Section):
             msg = f"global_batch_size {total} is not a multiple of micro_batch_size {value}"
             raise ValueError(msg)
         return value
+
+    @model_validator(mode="after")
+    def _enable_fsdp_agrees(self) -> TrainingConfig:
+        # Only an explicit strategy can contradict the alias: the default "ddp" yields to enable_fsdp.
+        if self.enable_fsdp is not None and "strategy" in self.model_fields_set and (self.strategy == "fsdp") != self.enable_fsdp:
+            msg = f"enable_fsdp: {str(self.enable_fsdp).lower()} contradicts strategy: {self.strategy}; set only one of them"
+            raise ValueError(msg)
+        return self
 
     @field_validator("training_duration")
     @classmethod

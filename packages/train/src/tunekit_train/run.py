@@ -122,6 +122,8 @@ def run_training(
     stream = _stream(config, train_rows, backend, world)
     schedule = _schedule(config, stream, val_rows is not None)
     lora = config.model.lora
+    # Before the optimizer: FSDP replaces the parameters with sharded ones.
+    trained = distributed.wrap(model, world, device, fsdp=config.fsdp) if world is not None else model
     optimizer = build_optimizer(model, config.model.optim, loraplus_lr_ratio=lora.loraplus_lr_ratio if lora else 1.0)
     scheduler = build_scheduler(optimizer, config.model.optim, total_steps=schedule.total_steps)
     state = TrainState()
@@ -142,6 +144,7 @@ def run_training(
         "model": str(paths.model),
         "device": device.type,
         "processes": world.size if world is not None else 1,
+        "strategy": ("fsdp" if config.fsdp else "ddp") if world is not None else None,
         "attention": backend,
         "total_steps": schedule.total_steps,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -157,15 +160,22 @@ def run_training(
     checkpointer = ckpt.Checkpointer(
         run_dir,
         ckpt.Retention(retention.monitor, retention.mode, retention.save_top_k, retention.save_last, config.weights_only),
+        sharded=config.fsdp,
+        world=world,
     )
     publisher = Publisher(recipe.run.output_s3_path, run_dir, enabled=main)  # uploads when output_s3_path is s3://
 
     def save(state: TrainState) -> None:
-        if not main:  # DDP replicas are identical: rank 0 writes the checkpoint
+        sharded = distributed.is_sharded(trained)
+        if not main and not sharded:  # DDP replicas are identical: rank 0 writes the checkpoint
             return
         directory = checkpointer.save(
             model=model, optimizer=optimizer, scheduler=scheduler, state=_checkpoint_state(state)
         )
+        if directory is None:  # FSDP ranks other than 0: shards written; forwards still need every rank
+            if tokenizer is not None:
+                _eval_prompts(model, tokenizer, config, log, state.step)
+            return
         log.event("checkpoint", f"saved {directory.relative_to(run_dir)}", step=state.step, path=str(directory))
         if (uri := publisher.checkpoint(directory)) is not None:
             log.event("uploaded", f"{directory.relative_to(run_dir)} to {uri}", step=state.step, uri=uri)
@@ -173,7 +183,6 @@ def run_training(
         if tokenizer is not None:
             _eval_prompts(model, tokenizer, config, log, state.step)
 
-    trained = distributed.wrap(model, world, device) if world is not None else model
     parts = LoopParts(trained, optimizer, scheduler, loss_fn, backend, stream, _val_stream(config, val_rows, backend), device, world)
     early = EarlyStopping(config.exp_manager.early_stopping_callback_params) if config.exp_manager.create_early_stopping_callback else None
     try:
@@ -182,13 +191,16 @@ def run_training(
         if outcome == "stopped":
             log.event("stopped", "stopped on request after a final checkpoint", step=state.step)
             log.update_state(state="stopped")
-        elif main:
-            final = _write_final(model, paths, run_dir)
-            if (uri := publisher.final(final)) is not None:
-                log.event("uploaded", f"final/ to {uri}", step=state.step, uri=uri)
-            message = "early stopping" if outcome == "early_stopped" else "reached the training limit"
-            log.event("completed", f"completed ({message}); model in final/", step=state.step, final=str(final))
-            log.update_state(state="completed", reason=outcome, final=str(final))
+        else:
+            # FSDP: every rank takes part in gathering the full weights that rank 0 writes.
+            full = distributed.gathered_state_dict(trained, is_lora(model)) if distributed.is_sharded(trained) else None
+            if main:
+                final = _write_final(model, paths, run_dir, full)
+                if (uri := publisher.final(final)) is not None:
+                    log.event("uploaded", f"final/ to {uri}", step=state.step, uri=uri)
+                message = "early stopping" if outcome == "early_stopped" else "reached the training limit"
+                log.event("completed", f"completed ({message}); model in final/", step=state.step, final=str(final))
+                log.update_state(state="completed", reason=outcome, final=str(final))
     except KeyboardInterrupt:  # a second Ctrl-C: stopped by the user, but without a final checkpoint
         log.event("stopped", "interrupted at once (second Ctrl-C); no final checkpoint", step=state.step)
         log.update_state(state="stopped")
@@ -465,11 +477,11 @@ def _eval_prompts(model: nn.Module, tokenizer: Any, config: TrainingConfig, log:
         log.text("eval_prompts", f"**{prompt}**\n\n{text}", step)
 
 
-def _write_final(model: nn.Module, paths: Paths, run_dir: Path) -> Path:
+def _write_final(model: nn.Module, paths: Paths, run_dir: Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
     final, tmp = run_dir / "final", run_dir / ".final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    ckpt.save_weights(model, tmp)
+    ckpt.save_weights(model, tmp, state_dict)
     if paths.tokenizer is not None:
         copy_tokenizer(paths.tokenizer, tmp)
     shutil.rmtree(final, ignore_errors=True)

@@ -17,7 +17,7 @@ Parquet by ranged reads); ``save_to_disk`` folders and ``template.json`` lookup 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,13 +137,15 @@ def _discover_s3(uri: str) -> list[InputFile]:
     names = storage.list_inputs(uri, (*_DATA_SUFFIXES, ".txt"))
     if len(names) == 1 and names[0] == uri:  # one object, named directly
         return [_classify(uri)]
-    names = [n for n in names if not n.rpartition("/")[2].startswith(".")]  # temporary keys of unfinished writes
+    names = [
+        n for n in names if not n.rpartition("/")[2].startswith(".")
+    ]  # temporary keys of unfinished writes
     data = [n for n in names if n.lower().endswith(_DATA_SUFFIXES)]
     docs = [n for n in names if n.lower().endswith(".txt")]
     return _pick(uri, data, docs)
 
 
-def _pick(where: object, data: list, docs: list) -> list[InputFile]:
+def _pick(where: object, data: Sequence[Path | str], docs: Sequence[Path | str]) -> list[InputFile]:
     """A folder's or prefix's inputs: its data files or its documents, never both."""
     if data and docs:
         msg = f"{where}: holds both data files (.jsonl/.parquet) and .txt documents; pass them separately"
