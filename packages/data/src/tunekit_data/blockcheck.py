@@ -14,7 +14,7 @@ Either way a line is one verdict: never dropped, never merged.
 
 from __future__ import annotations
 
-import io
+import codecs
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,29 +24,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from tunekit_data.columns import mask, present
+from tunekit_data.columns import lengths, mask, present
 from tunekit_data.formats import CHECKS, ConverseView, Options
 from tunekit_data.formats.media import S3_URI
 from tunekit_data.formats.view import MEDIA_KINDS
 from tunekit_data.jsonline import parse_line, require_object
 from tunekit_data.rules import Problem
-from tunekit_data.schema import FORMATS, FormatSchema, nested_unknowns, unknown_columns, unknown_key, walk
+from tunekit_data.schema import FORMATS, FormatSchema, covers, nested_unknowns, unknown_columns, unknown_key, walk
 
 LEAF_LINES = 64
 FAN_OUT = 16
+HINTS = 64  # failures per block whose named line is followed (see _fast_or_split)
+# The block reader's parse chunk: as fast as 1 MB chunks or one chunk per block (measured), and
+# ~25 MB less peak memory per worker than one chunk per 8 MB block.
+READ_CHUNK = 2 << 20
 # pyarrow's JSON parser recurses without a depth limit and overflows the C stack (a segfault) on
 # lines nested 10,000-20,000 deep; a line holding more than this many '{' / '[' bytes (a bound on
 # its depth) never reaches it: orjson rejects it per line (F13) or, if it is shallow after all, types it.
 READER_MAX_OPENERS = 4096
 _BOM = b"\xef\xbb\xbf"
-# Lines the reader mishandles: blank ones (skipped, so a line holding two objects can hide one),
-# and a bare `null` (read as an all-null record, and a segfault when it is the first row).
-_ODD_FIRST = re.compile(rb"[ \t\r]*(?:\n|\Z|null)")
-_ODD_INSIDE = re.compile(rb"\n[ \t\r]*(?:\n|\Z|null)")
-_NULL_FIRST = re.compile(rb"[ \t\r\n]*null")
-_NULL_INSIDE = re.compile(rb"\n[ \t\r]*null")
-_BLANK_FIRST = re.compile(rb"[ \t\r]*(?:\n|\Z)")
-_BLANK_INSIDE = re.compile(rb"\n[ \t\r]*(?:\n|\Z)")
+# First bytes of the lines the reader mishandles: blank ones (skipped, so a line holding two objects
+# can hide one), and a bare `null` (read as an all-null record, and a segfault when it is the first row).
+_ODD_START = np.zeros(256, bool)
+_ODD_START[[9, 13, 32, ord("n")]] = True
 _BLANK_LINE = Problem.make("F7", "", "blank line: not a record, skipped")
 _WS = np.zeros(256, bool)
 _WS[[9, 10, 13, 32]] = True
@@ -87,20 +87,18 @@ class BlockResult:
 
 
 class _Lines:
-    """Line offsets of a block, computed only when a range needs splitting or per-line work."""
+    """Line offsets of a block (one vectorized newline scan), and per-line facts the fast path needs."""
 
     def __init__(self, data: bytes) -> None:
         self.data = data
-        self.count = data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
+        self.arr = np.frombuffer(data, np.uint8)
+        nl = np.flatnonzero(self.arr == 10)
+        # Exclusive end offset of each line, without its newline.
+        self.ends = nl if not data or data.endswith(b"\n") else np.append(nl, len(data))
+        self.count = len(self.ends)
 
     def __len__(self) -> int:
         return self.count
-
-    @cached_property
-    def ends(self) -> np.ndarray:
-        """Exclusive end offset of each line, without its newline."""
-        nl = np.flatnonzero(np.frombuffer(self.data, np.uint8) == 10)
-        return nl if len(nl) == self.count else np.append(nl, len(self.data))
 
     @cached_property
     def starts(self) -> np.ndarray:
@@ -112,18 +110,52 @@ class _Lines:
         line = self.data[self.starts[i] : self.ends[i]]
         return line[:-1] if line.endswith(b"\r") else line
 
-    def span(self, a: int, b: int) -> bytes:
-        """The bytes of lines [a, b), terminators included."""
+    def span(self, a: int, b: int) -> bytes | memoryview:
+        """The bytes of lines [a, b), terminators included (a view: no copy)."""
         if a == 0 and b == self.count:
             return self.data
-        return self.data[self.starts[a] : self.ends[b - 1] + 1] if b > a else b""
+        return memoryview(self.data)[self.starts[a] : self.ends[b - 1] + 1] if b > a else b""
+
+    def line_at(self, offset: int) -> int:
+        """The line holding byte ``offset`` (its terminator included)."""
+        return min(int(np.searchsorted(self.ends, offset)), self.count - 1)
 
     @cached_property
     def blank(self) -> np.ndarray:
         """True for lines holding only JSON whitespace."""
-        arr = np.frombuffer(self.data, np.uint8)
-        cs = np.concatenate(([0], np.cumsum(~_WS[arr])))
+        cs = np.concatenate(([0], np.cumsum(~_WS[self.arr])))
         return (cs[self.ends] - cs[self.starts]) == 0
+
+    @cached_property
+    def odd(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per line: whether it is a bare ``null`` line (whitespace, then ``null``), and whether it
+        is blank (only ``[ \\t\\r]``): the lines the block reader mishandles.
+
+        A record line starts with ``{``; only the few lines that are empty or start with whitespace
+        or ``n`` are looked at one by one.
+        """
+        null = np.zeros(self.count, bool)
+        blank = np.zeros(self.count, bool)
+        if not self.count:
+            return null, blank
+        starts = self.starts
+        empty = starts >= self.ends
+        first = self.arr[np.minimum(starts, max(len(self.arr) - 1, 0))] if len(self.arr) else np.zeros(self.count, np.uint8)
+        for i in np.flatnonzero(empty | _ODD_START[first]):
+            line = self.data[starts[i] : self.ends[i]].lstrip(b" \t\r")
+            blank[i] = not line
+            null[i] = line.startswith(b"null")
+        return null, blank
+
+    @cached_property
+    def deep(self) -> np.ndarray:
+        """True for lines holding more than ``READER_MAX_OPENERS`` '{' / '[' bytes (a bound on their
+        nesting depth); only lines longer than that many bytes can, so only those are counted."""
+        deep = np.zeros(self.count, bool)
+        for i in np.flatnonzero(self.ends - self.starts > READER_MAX_OPENERS):
+            a, b = int(self.starts[i]), int(self.ends[i])
+            deep[i] = self.data.count(b"{", a, b) + self.data.count(b"[", a, b) > READER_MAX_OPENERS
+        return deep
 
 
 def check_block(data: bytes, first_line: int, options: Options) -> BlockResult:
@@ -144,6 +176,7 @@ def check_block(data: bytes, first_line: int, options: Options) -> BlockResult:
         _collect_stats(view, fmt_name, idx, res)
         if options.collect_media:
             _collect_media(view, fmt_name, idx, res)
+    res.stats.buckets = dict(sorted(res.stats.buckets.items(), key=lambda kv: kv[1]))
     per_line.sort(key=lambda t: t[0])
     for i, problem in per_line:
         if problem.severity == "error":
@@ -166,92 +199,164 @@ def _merged(tables: list[tuple[pa.Table, np.ndarray]]) -> list[tuple[pa.Table, n
     ]
 
 
-def _read(fmt: FormatSchema, data: bytes) -> pa.Table | None:
+@dataclass(frozen=True)
+class _Rejected:
+    """The block reader's refusal of a range, with the row it stopped at when its message says."""
+
+    row: int | None = None
+
+
+_IN_ROW = re.compile(r" in row (\d+)$")
+
+
+def _read(fmt: FormatSchema, data: bytes | memoryview) -> pa.Table | _Rejected | None:
+    """The block reader's table of ``data``, or why not (anything but a table is a refusal)."""
     try:
         return pj.read_json(
-            io.BytesIO(data),
-            # 1 MB parse chunks stay in cache (measured 25% faster than one chunk per block); the
-            # parallelism is across blocks, one process per core, so no reader threads.
-            read_options=pj.ReadOptions(use_threads=False, block_size=1 << 20),
+            # A zero-copy native reader over the block's bytes (a Python file object costs a copy and
+            # a GIL round trip per parse chunk). The parallelism is across blocks, so no reader threads.
+            pa.BufferReader(pa.py_buffer(data)),
+            read_options=pj.ReadOptions(use_threads=False, block_size=READ_CHUNK),
             parse_options=pj.ParseOptions(explicit_schema=fmt.block_schema, unexpected_field_behavior="infer"),
         )
-    except (pa.ArrowInvalid, UnicodeDecodeError):
-        return None
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        # The row of an error counts from the start of its parse chunk, which is not named: only
+        # a range of one chunk tells the line.
+        found = _IN_ROW.search(str(exc)) if len(data) < READ_CHUNK else None
+        return _Rejected(int(found.group(1)) if found else None)
 
 
-def _fast_or_split(fmt, lines: _Lines, a: int, b: int, tables, per_line, blank: np.ndarray) -> None:
+def _fast_or_split(fmt, lines: _Lines, a: int, b: int, tables, per_line, blank: np.ndarray, hints: list[int] | None = None) -> None:
     """Type lines [a, b) with the block reader, splitting on failure down to the per-line path.
 
-    A failed range is cut into ``FAN_OUT`` parts rather than halves: the few bad lines of a block
-    are then isolated after re-reading about twice the block instead of once per halving level
-    (measured with 0.1 % bad lines: halving re-read each block ~5 times).
+    Where a failure names a line (the reader's error row, the first line a screen rejects, the
+    first record with an unknown nested key), the lines before it are read again (they normally
+    type), that line goes per line, and the rest is read on: a lone bad line costs one per-line
+    check and a re-read of its range. A range that names a second bad line, or whose failure names
+    none, is cut into ``FAN_OUT`` parts rather than halves, so the bad lines of a dense range are
+    isolated after re-reading it about once more (halving re-read each block ~5 times with 0.1 %
+    bad lines). Parts of at most ``LEAF_LINES`` lines that name no line go line by line. A line
+    named wrongly costs only time (its range fails again); ``HINTS`` bounds how many a block follows.
     """
-    if b <= a:
-        return
-    data = lines.span(a, b)
-    null_lines, blank_lines = _odd_lines(data)
-    table = None if null_lines or not _reader_safe(data) else _read(fmt, data)
-    if table is not None:
-        one_row_per_line = table.num_rows == b - a and not blank_lines
-        local_blank = np.zeros(b - a, bool) if one_row_per_line else lines.blank[a:b]
-        rows = np.flatnonzero(~local_blank) + a
-        if table.num_rows == len(rows) and not nested_unknowns(fmt, table.schema) and _unknowns_valid(fmt, table):
-            blank[a:b] = local_blank
-            _top_level_unknowns(fmt, table, rows, per_line)
-            tables.append((table.select(fmt.block_schema.names), rows))
+    hints = [HINTS] if hints is None else hints
+    followed = 0
+    while b > a:
+        done, bad = _fast(fmt, lines, a, b, tables, per_line, blank)
+        if done:
             return
+        if bad is None or not a <= bad < b or hints[0] <= 0:
+            _fan_out(fmt, lines, a, b, tables, per_line, blank, hints)
+            return
+        hints[0] -= 1
+        followed += 1
+        _fast_or_split(fmt, lines, a, bad, tables, per_line, blank, hints)
+        _slow(fmt, lines, bad, bad + 1, tables, per_line, blank)
+        a = bad + 1
+        if followed >= 2 and b - a > LEAF_LINES:
+            _fan_out(fmt, lines, a, b, tables, per_line, blank, hints)
+            return
+
+
+def _fan_out(fmt, lines: _Lines, a: int, b: int, tables, per_line, blank: np.ndarray, hints: list[int]) -> None:
     if b - a <= LEAF_LINES:
         _slow(fmt, lines, a, b, tables, per_line, blank)
         return
     step = max(LEAF_LINES, -(-(b - a) // FAN_OUT))
     for start in range(a, b, step):
-        _fast_or_split(fmt, lines, start, min(start + step, b), tables, per_line, blank)
+        _fast_or_split(fmt, lines, start, min(start + step, b), tables, per_line, blank, hints)
 
 
-def _odd_lines(data: bytes) -> tuple[bool, bool]:
-    """Whether ``data`` holds a line starting with ``null``, and whether it holds a blank line.
+def _fast(fmt, lines: _Lines, a: int, b: int, tables, per_line, blank: np.ndarray) -> tuple[bool, int | None]:
+    """Type lines [a, b) with the block reader: ``(True, None)`` if it did, else ``(False, line)``
+    with a line that is (likely) to blame, or None when the failure names none."""
+    null_lines, blank_lines = lines.odd
+    odd = null_lines[a:b] | lines.deep[a:b]
+    if odd.any():
+        return False, a + int(np.argmax(odd))
+    data = lines.span(a, b)
+    unsafe = _reader_unsafe(data)
+    if unsafe is not None:
+        return False, lines.line_at(int(lines.starts[a]) + unsafe)
+    table = _read(fmt, data)
+    if not isinstance(table, pa.Table):
+        row = getattr(table, "row", None)
+        if row is None:
+            return False, None
+        records = np.flatnonzero(~blank_lines[a:b])
+        return False, (a + int(records[row]) if row < len(records) else None)
+    one_row_per_line = table.num_rows == b - a and not blank_lines[a:b].any()
+    local_blank = np.zeros(b - a, bool) if one_row_per_line else lines.blank[a:b]
+    rows = np.flatnonzero(~local_blank) + a
+    if table.num_rows != len(rows):
+        return False, None
+    nested = nested_unknowns(fmt, table.schema)
+    if nested or not _unknowns_valid(fmt, table):
+        first = _first_with(fmt, table, nested) if nested else None
+        return False, (int(rows[first]) if first is not None else None)
+    blank[a:b] = local_blank
+    _top_level_unknowns(fmt, table, rows, per_line)
+    tables.append((table.select(fmt.block_schema.names), rows))
+    return True, None
 
-    One regex pass finds neither in ordinary data; only data with such a line pays for the exact
-    answers.
-    """
-    end = len(data) - data.endswith(b"\n")  # the last terminator ends the last line, not a blank one
-    if not (_ODD_FIRST.match(data, 0, end) or _ODD_INSIDE.search(data, 0, end)):
-        return False, False
-    null_lines = bool(_NULL_FIRST.match(data) or _NULL_INSIDE.search(data))
-    blank_lines = bool(_BLANK_FIRST.match(data, 0, end) or _BLANK_INSIDE.search(data, 0, end))
-    return null_lines, blank_lines
+
+def _first_with(fmt, table: pa.Table, names: list[str]) -> int | None:
+    """The first row holding a value of the columns ``names`` beyond the block schema (a nested
+    unknown key, or an unknown column the per-line path must judge), or None if none is found."""
+    known = {f.name: f.type for f in fmt.block_schema}
+    has = np.zeros(table.num_rows, bool)
+    for name in names:
+        column = table.column(name).combine_chunks()
+        has |= _beyond(known[name], column) if name in known else present(column)
+    return int(np.argmax(has)) if has.any() else None
 
 
-def _reader_safe(data: bytes) -> bool:
-    """False for bytes the block reader must not see: it does not validate UTF-8 (F3), it skips a
-    BOM at the start of its input (a BOM on a later line is F5), and it crashes on deep nesting."""
-    if data.startswith(_BOM) or _deep_line(data, READER_MAX_OPENERS):
-        return False
+def _beyond(want: pa.DataType, arr: pa.Array) -> np.ndarray:
+    """Per value of ``arr``: True where it holds a (non-null) field that type ``want`` lacks."""
+    got = arr.type
+    if pa.types.is_struct(want) and pa.types.is_struct(got):
+        fields = {f.name: f.type for f in want}
+        out = np.zeros(len(arr), bool)
+        for i, f in enumerate(got):
+            child = pc.struct_field(arr, [i])
+            if f.name not in fields:
+                out |= present(child)
+            elif not covers(fields[f.name], f.type):
+                out |= _beyond(fields[f.name], child)
+        return out
+    if pa.types.is_list(want) and pa.types.is_list(got):
+        n = lengths(arr)
+        inner = _beyond(want.value_type, pc.list_flatten(arr))
+        return np.bincount(np.repeat(np.arange(len(arr)), n)[inner], minlength=len(arr)) > 0
+    return np.zeros(len(arr), bool)
+
+
+def _reader_unsafe(data: bytes | memoryview) -> int | None:
+    """None if the block reader may see ``data``, else the offset of the first byte it must not:
+    it does not validate UTF-8 (F3) and it skips a BOM at the start of its input (a BOM on a later
+    line is F5). (Deep nesting: ``_Lines.deep``.)"""
+    if bytes(data[: len(_BOM)]) == _BOM:
+        return 0
     utf8 = pa.Array.from_buffers(
         pa.large_string(), 1, [None, pa.py_buffer(np.array([0, len(data)], np.int64)), pa.py_buffer(data)]
     )
     try:
         utf8.validate(full=True)  # UTF-8 check, several GB/s
     except pa.ArrowInvalid:
-        return False
-    return True
+        return _first_bad_utf8(data)
+    return None
 
 
-def _deep_line(data: bytes, limit: int) -> bool:
-    """True if some line holds more than ``limit`` '{' / '[' bytes; only lines longer than
-    ``limit`` bytes can, so the scan jumps from newline to newline ``limit`` bytes at a time."""
-    pos, n, rfind = 0, len(data), data.rfind
-    while pos + limit < n:
-        last_nl = rfind(b"\n", pos, pos + limit + 1)
-        if last_nl >= 0:
-            pos = last_nl + 1
-            continue
-        end = data.find(b"\n", pos)
-        end = n if end < 0 else end
-        if data.count(b"{", pos, end) + data.count(b"[", pos, end) > limit:
-            return True
-        pos = end + 1
-    return False
+def _first_bad_utf8(data: bytes | memoryview, piece: int = 1 << 16) -> int:
+    """Offset of the first byte of ``data`` that is not UTF-8 (0 if Python finds none), decoding
+    piece by piece so that no block-sized string is built."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(data)
+    for start in range(0, len(view), piece):
+        try:
+            decoder.decode(view[start : start + piece], final=start + piece >= len(view))
+        except UnicodeDecodeError as exc:
+            return max(0, start + exc.start - len(decoder.getstate()[0]))
+    return 0
 
 
 def _unknowns_valid(fmt, table: pa.Table) -> bool:
@@ -312,9 +417,10 @@ def _collect_stats(view: ConverseView, fmt_name: str, idx: np.ndarray, res: Bloc
         uri = _uris(view, kind)
         bucket = pc.struct_field(pc.extract_regex(uri, r"^s3://(?P<bucket>[^/]+)"), "bucket")
         for name in pc.unique(pc.drop_null(bucket)).to_pylist():
-            if name not in res.stats.buckets:
-                at = pc.index(bucket, name).as_py()
-                res.stats.buckets[name] = res.first_line + int(idx[b.row[at]])
+            at = pc.index(bucket, name).as_py()
+            line = res.first_line + int(idx[b.row[at]])
+            # A block's rows may sit in several tables (fast ranges, per-line rows): keep the first line.
+            res.stats.buckets[name] = min(line, res.stats.buckets.get(name, line))
 
 
 def _collect_media(view: ConverseView, fmt_name: str, idx: np.ndarray, res: BlockResult) -> None:

@@ -276,7 +276,7 @@ def nested_unknowns(fmt: FormatSchema, table_schema: pa.Schema) -> list[str]:
     RFC 8259 forbids) or nested deeper than rule F13 allows (pyarrow has no depth limit)."""
     out = []
     for f in fmt.block_schema:
-        if f.name in table_schema.names and not _covers(f.type, table_schema.field(f.name).type):
+        if f.name in table_schema.names and not covers(f.type, table_schema.field(f.name).type):
             out.append(f.name)
     out.extend(
         name
@@ -302,10 +302,11 @@ def _needs_per_line(dtype: pa.DataType) -> bool:
     return False
 
 
-def _covers(want: pa.DataType, got: pa.DataType) -> bool:
+def covers(want: pa.DataType, got: pa.DataType) -> bool:
+    """True if every field of ``got`` (an inferred type) is one of ``want`` (a schema type), nested."""
     if pa.types.is_struct(want):
         names = {f.name: f.type for f in want}
-        return all(g.name in names and _covers(names[g.name], g.type) for g in got)
+        return all(g.name in names and covers(names[g.name], g.type) for g in got)
     if pa.types.is_list(want):
-        return _covers(want.value_type, got.value_type)
+        return covers(want.value_type, got.value_type)
     return True

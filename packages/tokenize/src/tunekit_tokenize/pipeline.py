@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tunekit_data import storage
 from tunekit_data.convert import Rejection, read_examples
+from tunekit_data.convert.parallel import available_cores
 from tunekit_data.convert.sources import discover
 from tunekit_data.errors import DataError, InputError, UsageError
 from tunekit_data.examples import Example, SourceRecord
@@ -39,7 +40,7 @@ from tunekit_tokenize.spool import Spool
 from tunekit_tokenize.stats import Tally, summarize
 from tunekit_tokenize.tokenizer import TokenizerBundle, load_tokenizer
 from tunekit_tokenize.truncation import TRUNCATION_POLICIES, Truncation
-from tunekit_tokenize.workers import BATCH_SIZE, Batch, EncodeJob, available_cores, encode_batches
+from tunekit_tokenize.workers import BATCH_SIZE, Batch, EncodeJob, encode_batches
 from tunekit_tokenize.writer import publish, staging_dir, write_json, write_shards
 
 Progress = Callable[[str, int, int | None], None]

@@ -96,14 +96,6 @@ def encode_batches(job: EncodeJob, batches: Iterator[Batch], workers: int) -> It
             yield done, future.result()
 
 
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity, e.g. under ``taskset``), else the CPU count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 _WORKER_JOB: EncodeJob | None = None
 
 

@@ -3,7 +3,12 @@
 A packed dataset is a directory with ``manifest.json``, ``stats.json`` and ``data/*.parquet``; each row is
 one bin of at most ``max_length`` tokens with the list columns ``input_ids``, ``labels`` (-100 where not
 trained and on each segment's first token), ``position_ids`` (restarting at 0 per segment) and
-``seq_lens``. Rows are read once into flat numpy columns (values + offsets), so taking a row is a slice.
+``seq_lens``. Rows are read into flat numpy columns (values + offsets), so taking a row is a slice.
+
+Every process holds the small per-segment columns (``seq_lens``, DPO's ``pair_ids`` ...) of every row, which
+give the row lengths. The per-token columns are the bulk; a rank of a multi-process job (``WORLD_SIZE`` > 1)
+does not read them at load time but, at each epoch, only for the rows it trains on then (`PackedRows.select`:
+the Parquet row groups holding them, of which it keeps just those rows), so no rank holds the whole dataset.
 
 Batch sizes count rows. An epoch visits every row once in an order drawn from (seed, epoch), so the data
 position of a run is just (epoch, rows consumed in the epoch) and resuming is O(1). The last step of an
@@ -13,6 +18,7 @@ trained tokens, a short step is weighted by its tokens like any other.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +34,8 @@ from tunekit_train.attention import Backend, attention_kwargs
 
 IGNORE = -100
 REQUIRED_COLUMNS = ("input_ids", "labels", "position_ids", "seq_lens")
+TOKEN_COLUMNS = ("input_ids", "labels", "position_ids")
+"""Per-token columns: nearly all of a pack's bytes, read lazily by the ranks of a multi-process job."""
 
 
 @dataclass(frozen=True)
@@ -45,13 +53,38 @@ class Column:
         """Number of values in each row."""
         return np.diff(self.offsets)
 
+    def take(self, rows: np.ndarray) -> Column:
+        """The column of ``rows`` only, in that order."""
+        lengths = self.row_lengths()[rows]
+        values = np.concatenate([self.row(int(i)) for i in rows]) if len(rows) else self.values[:0]
+        return Column(values, np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]))
+
 
 class PackedRows:
-    """The rows of a packed dataset, held as flat numpy columns."""
+    """The rows of a packed dataset as flat numpy columns: every row, or the subset `select` read.
 
-    def __init__(self, columns: dict[str, Column], manifest: dict[str, Any], source: str) -> None:
-        self.columns, self.manifest, self.source = columns, manifest, source
-        self.lengths = columns["input_ids"].row_lengths()
+    ``lengths``, ``len()`` and ``n_tokens`` always describe every row of the dataset (from the per-segment
+    columns), whatever is held. A lazily opened pack reads its per-token columns on first use of `columns`
+    or `row`; `select` reads them for some rows only.
+    """
+
+    def __init__(
+        self,
+        columns: dict[str, Column],
+        manifest: dict[str, Any],
+        source: str,
+        *,
+        shards: tuple[Path, ...] = (),
+        pending: tuple[str, ...] = (),
+        ids: np.ndarray | None = None,
+    ) -> None:
+        self._columns, self.manifest, self.source = columns, manifest, source
+        self.shards = shards
+        self._pending = pending
+        """Per-token columns not read yet (a lazily opened pack)."""
+        self.ids = ids
+        """Global index of each held row, ascending (a `select` subset); None: rows 0 .. n-1."""
+        self.lengths = _segment_sums(columns["seq_lens"])
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -66,32 +99,104 @@ class PackedRows:
         """Length of the longest row."""
         return int(self.lengths.max(initial=0))
 
+    @property
+    def complete(self) -> bool:
+        """Whether every column of every row is in memory."""
+        return not self._pending and self.ids is None
+
+    @property
+    def columns(self) -> dict[str, Column]:
+        """Every column of the held rows; a lazily opened pack reads its per-token columns (all rows) now."""
+        if self._pending:
+            self._columns.update(_read(self.shards, self._pending))
+            self._pending = ()
+            _check_rows(self._columns, self.source)
+        return self._columns
+
+    def has_column(self, name: str) -> bool:
+        """Whether the pack has the column ``name`` (without reading anything)."""
+        return name in self._columns or name in self._pending
+
+    def column(self, name: str) -> Column:
+        """One column; a per-segment one never makes a lazily opened pack read its per-token columns."""
+        return self._columns[name] if name in self._columns else self.columns[name]
+
     def row(self, i: int) -> dict[str, np.ndarray]:
-        """Every column of row ``i``."""
-        return {name: column.row(i) for name, column in self.columns.items()}
+        """Every column of row ``i`` (a global index, also in a `select` subset)."""
+        local = i if self.ids is None else int(np.searchsorted(self.ids, i))
+        if self.ids is not None and (local >= len(self.ids) or self.ids[local] != i):
+            msg = f"{self.source}: row {i} was not read by this process"
+            raise IndexError(msg)
+        return {name: column.row(local) for name, column in self.columns.items()}
+
+    def select(self, ids: np.ndarray) -> PackedRows:
+        """The rows ``ids`` (global indices) alone; read from the Parquet shards unless all are held.
+
+        Only the row groups that hold some of ``ids`` are read, and only those rows kept.
+        """
+        ids = np.unique(ids)
+        if self.complete:  # already in memory (one process, or precomputed DPO reference log-probs)
+            columns = {name: column.take(ids) for name, column in self._columns.items()}
+        else:
+            columns = _read(self.shards, None, ids)
+            _check_rows(columns, self.source, ids)
+        return PackedRows(columns, self.manifest, self.source, ids=ids)
 
 
-def load_packed(path: str | Path) -> PackedRows:
+def load_packed(path: str | Path, *, lazy: bool | None = None) -> PackedRows:
     """Read a `ds pack` output directory and check the packing contract.
 
+    Args:
+        path: the packed directory.
+        lazy: leave the per-token columns unread until used (see `PackedRows`); None: lazily in a rank of
+            a multi-process job (``WORLD_SIZE`` > 1), which then reads only its rows' share with `select`.
+
     Raises:
-        InputError: the directory is not a packed dataset, or its rows break the contract.
+        InputError: the directory is not a packed dataset, or its rows break the contract (a lazily opened
+            pack checks the per-token columns of the rows it reads, when it reads them).
     """
     from tunekit_tokenize import load_packed as read_manifest
 
     dataset = read_manifest(path)
-    table = pa.concat_tables(pq.read_table(f) for f in dataset.shards)
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    shards = tuple(Path(f) for f in dataset.shards)
+    schema = pq.read_schema(shards[0]) if shards else pa.schema([])
+    missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
     if missing:
         msg = f"{dataset.path}: packed rows lack the column(s) {', '.join(missing)}"
         raise InputError(msg)
-    columns = {
-        name: _flat(table.column(name))
-        for name in table.column_names
-        if pa.types.is_list(table.schema.field(name).type) or pa.types.is_large_list(table.schema.field(name).type)
-    }
-    _check_rows(columns, str(dataset.path))
-    return PackedRows(columns, dataset.manifest, str(dataset.path))
+    if lazy is None:
+        lazy = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if not lazy:
+        columns = _read(shards, None)
+        _check_rows(columns, str(dataset.path))
+        return PackedRows(columns, dataset.manifest, str(dataset.path), shards=shards)
+    segment_columns = [name for name in _list_columns(schema) if name not in TOKEN_COLUMNS]
+    pending = tuple(name for name in TOKEN_COLUMNS if name in schema.names)
+    return PackedRows(_read(shards, segment_columns), dataset.manifest, str(dataset.path), shards=shards, pending=pending)
+
+
+def _list_columns(schema: pa.Schema) -> list[str]:
+    return [field.name for field in schema if pa.types.is_list(field.type) or pa.types.is_large_list(field.type)]
+
+
+def _read(shards: tuple[Path, ...], names: list[str] | tuple[str, ...] | None, rows: np.ndarray | None = None) -> dict[str, Column]:
+    """The list columns ``names`` (None: all) of the shards, of every row or of ``rows`` (ascending global indices)."""
+    tables = []
+    start = 0
+    for shard in shards:
+        file = pq.ParquetFile(shard)
+        for group in range(file.num_row_groups):
+            n = file.metadata.row_group(group).num_rows
+            lo, hi = (0, n) if rows is None else (rows.searchsorted(start), rows.searchsorted(start + n))
+            if hi > lo:
+                table = file.read_row_group(group, columns=list(names) if names is not None else None)
+                tables.append(table if rows is None else table.take(pa.array(rows[lo:hi] - start)))
+            start += n
+    if not tables:  # no rows at all: empty columns of the right types
+        schema = pq.read_schema(shards[0])
+        tables.append(schema.empty_table().select(list(names) if names is not None else schema.names))
+    table = pa.concat_tables(tables)
+    return {name: _flat(table.column(name)) for name in _list_columns(table.schema)}
 
 
 def _flat(column: pa.ChunkedArray) -> Column:
@@ -100,18 +205,23 @@ def _flat(column: pa.ChunkedArray) -> Column:
     return Column(array.values.to_numpy(zero_copy_only=False), offsets)
 
 
-def _check_rows(columns: dict[str, Column], source: str) -> None:
+def _segment_sums(seq_lens: Column) -> np.ndarray:
+    # Tokens of each row: the sum of its segments' lengths.
+    cumulative = np.concatenate([[0], np.cumsum(seq_lens.values, dtype=np.int64)])
+    return cumulative[seq_lens.offsets[1:]] - cumulative[seq_lens.offsets[:-1]]
+
+
+def _check_rows(columns: dict[str, Column], source: str, ids: np.ndarray | None = None) -> None:
     lengths = columns["input_ids"].row_lengths()
     for name in ("labels", "position_ids"):
         if not np.array_equal(columns[name].row_lengths(), lengths):
             msg = f"{source}: {name} and input_ids differ in length in some rows"
             raise InputError(msg)
-    seq_lens = columns["seq_lens"]
-    cumulative = np.concatenate([[0], np.cumsum(seq_lens.values, dtype=np.int64)])
-    per_row = cumulative[seq_lens.offsets[1:]] - cumulative[seq_lens.offsets[:-1]]
+    per_row = _segment_sums(columns["seq_lens"])
     bad = np.flatnonzero(per_row != lengths)
     if bad.size:
-        msg = f"{source}: row {int(bad[0])}: seq_lens sum to {int(per_row[bad[0]])}, but the row has {int(lengths[bad[0]])} tokens"
+        row = int(bad[0]) if ids is None else int(ids[bad[0]])
+        msg = f"{source}: row {row}: seq_lens sum to {int(per_row[bad[0]])}, but the row has {int(lengths[bad[0]])} tokens"
         raise InputError(msg)
 
 
@@ -242,7 +352,8 @@ class BatchStream:
             order = epoch_order(len(self.rows), self.seed, epoch)
             starts = range(offset, len(order), self.global_batch)
             per_step = [self._split(order[s : s + self.global_batch]) for s in starts]
-            loader = self._loader([m for micro in per_step for m in micro])
+            index_lists = [m for micro in per_step for m in micro]
+            loader = self._loader(index_lists, self._epoch_rows(index_lists))
             for start, micro in zip(starts, per_step, strict=True):
                 batches = [next(loader) for _ in micro]
                 yield Step(batches, epoch, min(start + self.global_batch, len(order)))
@@ -255,8 +366,12 @@ class BatchStream:
     def _split(self, indices: np.ndarray) -> list[np.ndarray]:
         return [indices[i : i + self.micro_batch] for i in range(0, len(indices), self.micro_batch)]
 
-    def _loader(self, index_lists: list[np.ndarray]) -> Iterator[Batch]:
-        dataset = _MicroBatches(self.rows, index_lists, self.flatten, self.build)
+    def _epoch_rows(self, index_lists: list[np.ndarray]) -> PackedRows:
+        """The rows the epoch's micro-batches are built from (a subclass may read just those)."""
+        return self.rows
+
+    def _loader(self, index_lists: list[np.ndarray], rows: PackedRows | None = None) -> Iterator[Batch]:
+        dataset = _MicroBatches(rows if rows is not None else self.rows, index_lists, self.flatten, self.build)
         if self.workers == 0:
             return (dataset[i] for i in range(len(dataset)))
         loader = torch.utils.data.DataLoader(

@@ -44,7 +44,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.fsdp import FSDPModule, fully_shard
 
 from tunekit_data.errors import ConfigError
-from tunekit_train.data import BatchStream
+from tunekit_train.data import BatchStream, PackedRows
 from tunekit_train.logs import RunLog
 
 TIMEOUT = timedelta(minutes=int(os.environ.get("TUNEKIT_DIST_TIMEOUT_MIN", "30")))
@@ -136,6 +136,10 @@ def shard(model: nn.Module) -> nn.Module:
     found through peft's wrappers too. One unit per layer means only one layer's full parameters exist
     at a time during forward and backward.
     """
+    # Every rank built the whole model; make it rank 0's, as DDP does. (The ranks that loaded the random
+    # base rank 0 saved drew fewer random numbers before LoRA's init, so their adapters start elsewhere.)
+    for tensor in [*model.parameters(), *model.buffers()]:
+        dist.broadcast(tensor.detach(), src=0)
     layer_classes = {name for module in model.modules() for name in getattr(module, "_no_split_modules", None) or ()}
     for module in list(model.modules()):
         if type(module).__name__ in layer_classes:
@@ -226,7 +230,8 @@ class ShardedStream(BatchStream):
     """A `BatchStream` whose steps hold only this rank's contiguous share of each step's rows.
 
     Rows are still indexed globally, so ``offset_after`` (the checkpointed data position) is the same on
-    every rank and independent of the process count.
+    every rank and independent of the process count. At each epoch the rank reads the per-token columns
+    of just the rows of its shares (`PackedRows.select`), about 1/N of the pack.
     """
 
     def __init__(self, *args: object, world: World, **kwargs: object) -> None:
@@ -236,6 +241,11 @@ class ShardedStream(BatchStream):
     def _split(self, indices: np.ndarray) -> list[np.ndarray]:
         share = np.array_split(indices, self.world.size)[self.world.rank]
         return super()._split(share)
+
+    def _epoch_rows(self, index_lists: list[np.ndarray]) -> PackedRows:
+        if self.rows.complete:  # already in memory (e.g. with precomputed DPO reference log-probs)
+            return self.rows
+        return self.rows.select(np.concatenate(index_lists))
 
 
 class SilentLog(RunLog):

@@ -48,11 +48,12 @@ def check_pairs(rows: PackedRows) -> None:
     Raises:
         InputError: the pair columns are missing, or some row breaks the layout.
     """
-    missing = [name for name in ("pair_ids", "is_chosen") if name not in rows.columns]
+    missing = [name for name in ("pair_ids", "is_chosen") if not rows.has_column(name)]
     if missing:
         msg = f"{rows.source}: DPO rows lack the column(s) {', '.join(missing)}; pack preference data with `ds pack`"
         raise InputError(msg)
-    seq_lens, chosen, pair_ids = rows.columns["seq_lens"], rows.columns["is_chosen"], rows.columns["pair_ids"]
+    # Per-segment columns only: a rank of a multi-process job checks every row without reading the tokens.
+    seq_lens, chosen, pair_ids = rows.column("seq_lens"), rows.column("is_chosen"), rows.column("pair_ids")
     # Rows of an even number of segments whose flat chosen flags alternate True, False start each with a
     # chosen answer, so every pair lies inside one row.
     expected = np.arange(len(chosen.values)) % 2 == 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 
@@ -78,7 +79,7 @@ def launch(launch: Launch, replicas: int, train_args: list[str], *, stderr: Text
         run(parse_args(torchrun_args(launch, replicas, train_args)))
     except ChildFailedError as exc:
         # The first rank to fail wrote an error file (message, time); ranks stopped with it did not.
-        recorded = [rank for rank, failure in exc.failures.items() if os.path.isfile(failure.error_file)]
+        recorded = [rank for rank, failure in exc.failures.items() if Path(failure.error_file).is_file()]
         rank = min(recorded) if recorded else exc.get_first_failure()[0]
         failure = exc.failures[rank]
         if failure.exitcode < 0:

@@ -9,7 +9,8 @@
   reference log-prob, cached in the pack directory as ``reference/<key>.npy``. The key hashes the
   reference weights, the packed rows and the device type (the compute precision), so a later run on the
   same model and data reuses the file. Training then runs one forward per micro-batch and keeps no
-  reference model at all.
+  reference model at all. (Each rank of a multi-process job attaches the values to every row, so
+  there every rank reads the whole pack rather than only its share.)
 
 The reference always runs in eval mode: it stands for a fixed model, and dropout noise would only add
 variance to the margins (and make precomputed and online values differ).

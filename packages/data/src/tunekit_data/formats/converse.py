@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from tunekit_data.columns import Hit, hits, mask, present, strings
@@ -144,19 +145,72 @@ def check_blocks(v: ConverseView, o: Options) -> Iterator[Hit]:
 def check_keywords(v: ConverseView, o: Options) -> Iterator[Hit]:
     """S12: reserved keywords anywhere in system, user, assistant or candidate text (case-insensitive).
 
-    One regex pass over all texts for both lists; only matching texts are classified in Python.
+    A vectorized byte screen (``keyword_candidates``) picks the few texts that could hold one; one
+    regex pass over those for both lists; only matching texts are classified in Python.
     """
     pattern = _alternation(RESERVED + RESERVED_WARN)
     for level, texts in v.texts():
         if not len(texts):
             continue
-        found = mask(pc.match_substring_regex(texts, pattern, ignore_case=True))
-        for i in np.flatnonzero(found):
+        candidates = np.flatnonzero(keyword_candidates(texts))
+        if not len(candidates):
+            continue
+        found = candidates[mask(pc.match_substring_regex(texts.take(candidates), pattern, ignore_case=True))]
+        for i in found:
             text = strings(texts, i)
             for words, severity in ((RESERVED, None), (RESERVED_WARN, "warning")):
                 word = _first_keyword(text, words)
                 if word:
                     yield int(level.row[i]), Problem.make("S12", level.path(int(i), "text"), f"reserved keyword {word!r} in text", severity=severity)
+
+
+# Every keyword holds an anchor byte with a fixed neighbour: ':' after r/t/m (User: Bot: Assistant:
+# System: Thought:), '<' before i/v/u (<image> <video> <unk>), '[' before e ([EOS]). Case-insensitive
+# matching changes neither: the only non-ASCII characters that fold to ASCII letters are the Kelvin
+# sign (k) and the long s (s), never a neighbour. The sets hold the neighbours lower-cased with
+# | 0x20, which maps only A-Z onto the letters tested.
+
+
+def _anchor_set(*chars: str) -> np.ndarray:
+    out = np.zeros(256, bool)
+    out[[ord(c) for c in chars]] = True
+    return out
+
+
+_AFTER_COLON = _anchor_set("r", "t", "m")
+_BEFORE_LT = _anchor_set("i", "v", "u")
+_BEFORE_BRACKET = _anchor_set("e")
+assert all(any(a in w for a in ":<[") for w in RESERVED + RESERVED_WARN)
+
+
+def keyword_candidates(texts: pa.Array) -> np.ndarray:
+    """True for the texts that may hold a reserved keyword (a superset of the regex's matches).
+
+    Scans the array's character data with numpy for the anchors above; a text with none cannot
+    hold a keyword. Falls back to all True for arrays it cannot read directly.
+    """
+    n = len(texts)
+    if not pa.types.is_string(texts.type) or texts.null_count == n:
+        return np.ones(n, bool) if texts.null_count != n else np.zeros(n, bool)
+    _, offsets_buf, data_buf = texts.buffers()
+    offsets = np.frombuffer(offsets_buf, np.int32)[texts.offset : texts.offset + n + 1]
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    if data_buf is None or hi <= lo:
+        return np.zeros(n, bool)
+    data = np.frombuffer(data_buf, np.uint8)[lo:hi]
+    at = np.flatnonzero((data == 58) | (data == 60) | (data == 91))  # ':' '<' '['
+    if not len(at):
+        return np.zeros(n, bool)
+    # The neighbours of the first / last byte read out of range: index -1 wraps to the last byte and
+    # the last is clamped to the anchor itself, which at worst adds a candidate, never drops one.
+    anchor, prev, nxt = data[at], data[at - 1] | 0x20, data[np.minimum(at + 1, len(data) - 1)] | 0x20
+    hit = np.where(
+        anchor == ord(":"), _AFTER_COLON[prev], np.where(anchor == ord("<"), _BEFORE_LT[nxt], _BEFORE_BRACKET[nxt])
+    )
+    at = at[hit] + lo  # offsets into the data buffer
+    out = np.zeros(n, bool)
+    out[np.searchsorted(offsets, at, side="right") - 1] = True
+    return out
 
 
 def _first_keyword(text: str, words: tuple[str, ...]) -> str | None:

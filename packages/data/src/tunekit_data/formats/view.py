@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tunekit_data.columns import Level, lengths, present
+from tunekit_data.columns import Level, lengths, mask, present
 from tunekit_data.profiles import Platform, Profile
 
 MEDIA_KINDS = ("image", "video", "document")
@@ -47,7 +47,12 @@ class ConverseView:
         """
         if name not in self._columns:
             present_ = name in self.table.column_names
-            self._columns[name] = self.table.column(name).combine_chunks() if present_ else pa.nulls(self.n)
+            if not present_:
+                self._columns[name] = pa.nulls(self.n)
+            else:
+                column = self.table.column(name)
+                # combine_chunks copies even a single chunk (the reader's usual output)
+                self._columns[name] = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
         return self._columns[name]
 
     @cached_property
@@ -121,5 +126,7 @@ class ConverseView:
 
 def blank(texts: pa.Array) -> np.ndarray:
     """True where a text is present but empty or whitespace-only (Python ``str.strip`` semantics)."""
-    stripped = pc.utf8_trim_whitespace(texts)
-    return present(texts) & (pc.fill_null(pc.binary_length(stripped), 0).to_numpy(zero_copy_only=False) == 0)
+    # utf8_is_space (all characters whitespace, at least one) is utf8_trim_whitespace's predicate
+    # without building the trimmed strings; an empty string is blank too.
+    empty = pc.equal(pc.binary_length(texts), 0)
+    return mask(pc.or_(empty, pc.utf8_is_space(texts)))
