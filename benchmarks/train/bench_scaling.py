@@ -22,7 +22,7 @@ Usage::
     uv run python benchmarks/train/bench_scaling.py                  # 30 steps each
     uv run python benchmarks/train/bench_scaling.py --steps 4 --warmup 1 --samples 100 --layers 1 --hidden 64  # toy
 
-Prints a table, then one line of JSON with every figure.
+Prints a table (medians over ``--repeat`` interleaved runs), then one line of JSON with every figure.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 # The SFT benchmark's model, data and measuring helpers (this script's folder is on sys.path when run).
@@ -62,7 +63,7 @@ def pack(samples: int, seed: int, max_length: int, global_batch: int, root: Path
     while True:
         out = root / f"packed-{samples}"
         pack_files([str(make_data(samples, seed))], tokenizer=TOKENIZER, max_length=max_length, out_dir=out, workers=1)
-        rows = json.loads((out / "stats.json").read_text())["rows"]
+        rows = json.loads((out / "stats.json").read_text())["bins"]  # one packed row per bin
         if rows % global_batch != 1:
             return out
         samples += 10
@@ -134,6 +135,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per process")
     p.add_argument("--strategies", default="ddp,fsdp")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeat", type=int, default=1, help="run the configurations in turn this many times; medians are reported")
     a = p.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="tunekit-bench-scaling-"))
@@ -142,14 +144,21 @@ def main() -> None:
         data = pack(a.samples, a.seed, a.max_length, a.global_batch, root)
         strategies = a.strategies.split(",")
         recipes = {s: recipe_file(root, model, data, a, s) for s in strategies}
-        results: dict[str, dict[str, Any]] = {}
         first = recipes[strategies[0]]  # one process: the strategy changes only the checkpoint format
-        results["1 proc"] = run(first, root / "one", nproc=1, threads=a.threads, warmup=a.warmup)
-        for strategy, recipe in recipes.items():
-            results[f"{a.nproc} procs {strategy}"] = run(recipe, root / strategy, nproc=a.nproc, threads=a.threads, warmup=a.warmup)
-        results[f"1 proc, {a.nproc}x threads"] = run(first, root / "wide", nproc=1, threads=a.nproc * a.threads, warmup=a.warmup)
+        configurations = {
+            "1 proc": (first, 1, a.threads),
+            **{f"{a.nproc} procs {s}": (recipe, a.nproc, a.threads) for s, recipe in recipes.items()},
+            f"1 proc, {a.nproc}x threads": (first, 1, a.nproc * a.threads),
+        }
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configurations}
+        for _ in range(a.repeat):  # interleaved, so a burst of load elsewhere hits every configuration alike
+            for name, (recipe, nproc, threads) in configurations.items():
+                runs[name].append(run(recipe, root / "run", nproc=nproc, threads=threads, warmup=a.warmup))
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    results = {
+        name: {key: float(np.median([r[key] for r in done])) for key in done[0]} | {"runs": done} for name, done in runs.items()
+    }
 
     base = results["1 proc"]["tokens_per_s"]
     for name, r in results.items():

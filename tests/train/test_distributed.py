@@ -310,3 +310,19 @@ def test_strategy_is_validated_and_enable_fsdp_is_its_alias() -> None:
         config(strategy="zero3")
     with pytest.raises(ConfigError, match="enable_fsdp: true contradicts strategy: ddp"):
         config(strategy="ddp", enable_fsdp=True)
+
+
+@pytest.mark.slow
+def test_cli_fsdp_eval_prompts_generate_from_the_sharded_model(tmp_path: Path) -> None:
+    # peft's generate calls the inner model, bypassing the FSDP root's forward (which gathers the
+    # embeddings): every rank generates with the root gathered, rank 0 logs.
+    overrides = [
+        "training_config.strategy=fsdp",
+        "training_config.trainer.max_steps=2",
+        "training_config.exp_manager.checkpoint_callback_params.every_n_train_steps=2",
+        'training_config.eval_prompts=["Opposite of wet?"]',
+    ]
+    result = _train_cli(ROOT / "examples/recipes/sft-lora-tiny.yaml", "--output-dir", tmp_path / "run", *(f"--set={o}" for o in overrides), nproc=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["type"] == "eval_prompts"] == [2]

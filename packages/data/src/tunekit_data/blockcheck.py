@@ -4,11 +4,12 @@ Fast path: pyarrow's JSON reader parses the whole block into the format's Arrow 
 fields inferred, so they can be reported) and the format's checks run vectorized over the table.
 When the reader rejects the block (a line that is not JSON, a type mismatch, a lone surrogate,
 nested unknown keys), or a screen finds bytes it would mishandle (invalid UTF-8, which it does not
-check; a bare ``null`` line; nesting deep enough to overflow its stack), the block is halved and
-retried, so one bad line costs a few re-parses of its neighbourhood rather than a slow pass over
-the whole block; ranges of at most
-``LEAF_LINES`` lines go line by line through orjson and the structural walk (``schema.walk``), and
-the lines that type correctly join a table that runs through the very same vectorized checks.
+check; a bare ``null`` line; nesting deep enough to overflow its stack), the block is split and
+retried (``_fast_or_split``): around the line the failure names, else into ``FAN_OUT`` parts, so
+one bad line costs a re-parse of its neighbourhood rather than a slow pass over the whole block.
+The lines isolated that way, and ranges of at most ``LEAF_LINES`` lines that name none, go line
+by line through orjson and the structural walk (``schema.walk``), and the lines that type
+correctly join a table that runs through the very same vectorized checks.
 Either way a line is one verdict: never dropped, never merged.
 """
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
@@ -30,7 +32,15 @@ from tunekit_data.formats.media import S3_URI
 from tunekit_data.formats.view import MEDIA_KINDS
 from tunekit_data.jsonline import parse_line, require_object
 from tunekit_data.rules import Problem
-from tunekit_data.schema import FORMATS, FormatSchema, covers, nested_unknowns, unknown_columns, unknown_key, walk
+from tunekit_data.schema import (
+    FORMATS,
+    FormatSchema,
+    covers,
+    nested_unknowns,
+    unknown_columns,
+    unknown_key,
+    walk,
+)
 
 LEAF_LINES = 64
 FAN_OUT = 16
@@ -48,6 +58,7 @@ _BOM = b"\xef\xbb\xbf"
 _ODD_START = np.zeros(256, bool)
 _ODD_START[[9, 13, 32, ord("n")]] = True
 _BLANK_LINE = Problem.make("F7", "", "blank line: not a record, skipped")
+_PIECE = 1 << 18  # bytes per numpy pass over a block: the temporaries stay in cache
 _WS = np.zeros(256, bool)
 _WS[[9, 10, 13, 32]] = True
 
@@ -92,7 +103,8 @@ class _Lines:
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.arr = np.frombuffer(data, np.uint8)
-        nl = np.flatnonzero(self.arr == 10)
+        pieces = range(0, len(data), _PIECE)
+        nl = np.concatenate([np.flatnonzero(self.arr[i : i + _PIECE] == 10) + i for i in pieces] or [np.zeros(0, np.int64)])
         # Exclusive end offset of each line, without its newline.
         self.ends = nl if not data or data.endswith(b"\n") else np.append(nl, len(data))
         self.count = len(self.ends)
@@ -169,7 +181,9 @@ def check_block(data: bytes, first_line: int, options: Options) -> BlockResult:
     per_line: list[tuple[int, Problem]] = []
     _fast_or_split(fmt, lines, 0, n, tables, per_line, res.blank)
     per_line.extend((int(i), _BLANK_LINE) for i in np.flatnonzero(res.blank))
-    for table, idx in _merged(tables):
+    merged = _merged(tables)
+    tables.clear()  # the reader's multi-chunk tables: only their combined copies stay alive
+    for table, idx in merged:
         view = ConverseView(table)
         for row, problem in _run_checks(view, fmt_name, options):
             per_line.append((int(idx[row]), problem))
@@ -188,13 +202,14 @@ def check_block(data: bytes, first_line: int, options: Options) -> BlockResult:
 
 
 def _merged(tables: list[tuple[pa.Table, np.ndarray]]) -> list[tuple[pa.Table, np.ndarray]]:
-    """One table per schema (fast-path ranges share the block schema, per-line rows the full one):
-    the checks' fixed cost is paid per table, and a block split around bad lines has dozens."""
+    """One single-chunk table per schema (fast-path ranges share the block schema, per-line rows the
+    full one): the checks' fixed cost is paid per table, and a block split around bad lines has
+    dozens; the checks read whole columns, so their chunks are combined once here."""
     groups: dict[pa.Schema, list[tuple[pa.Table, np.ndarray]]] = {}
     for table, idx in tables:
         groups.setdefault(table.schema, []).append((table, idx))
     return [
-        (pa.concat_tables([t for t, _ in group]), np.concatenate([i for _, i in group]))
+        (pa.concat_tables([t for t, _ in group]).combine_chunks(), np.concatenate([i for _, i in group]))
         for group in groups.values()
     ]
 
@@ -291,10 +306,13 @@ def _fast(fmt, lines: _Lines, a: int, b: int, tables, per_line, blank: np.ndarra
         return False, None
     nested = nested_unknowns(fmt, table.schema)
     if nested or not _unknowns_valid(fmt, table):
-        first = _first_with(fmt, table, nested) if nested else None
+        try:
+            first = _first_with(fmt, table, nested) if nested else None
+        except pa.ArrowException:  # only a hint: an array the reader built oddly names no line
+            first = None
         return False, (int(rows[first]) if first is not None else None)
     blank[a:b] = local_blank
-    _top_level_unknowns(fmt, table, rows, per_line)
+    _top_level_unknowns(fmt, table, rows, per_line, lines)
     tables.append((table.select(fmt.block_schema.names), rows))
     return True, None
 
@@ -370,10 +388,22 @@ def _unknowns_valid(fmt, table: pa.Table) -> bool:
     return True
 
 
-def _top_level_unknowns(fmt, table: pa.Table, rows: np.ndarray, per_line) -> None:
+def _top_level_unknowns(fmt, table: pa.Table, rows: np.ndarray, per_line, lines: _Lines) -> None:
+    """Report the unknown top-level keys of the typed rows, a line's keys in the order the line
+    holds them (as the per-line walk does), not in the order the reader met them in the range."""
+    found: dict[int, list[str]] = {}
     for name in unknown_columns(fmt, table.schema):
         has = present(table.column(name).combine_chunks())
-        per_line.extend((int(rows[r]), unknown_key(fmt, "", name, name)) for r in np.flatnonzero(has))
+        for r in np.flatnonzero(has):
+            found.setdefault(int(rows[r]), []).append(name)
+    for line, names in found.items():
+        if len(names) > 1:
+            try:
+                order = {key: k for k, key in enumerate(orjson.loads(lines.raw(line)))}
+            except orjson.JSONDecodeError:
+                order = {}
+            names.sort(key=lambda key: order.get(key, len(order)))
+        per_line.extend((line, unknown_key(fmt, "", name, name)) for name in names)
 
 
 def _slow(fmt, lines: _Lines, a: int, b: int, tables, per_line, blank: np.ndarray) -> None:

@@ -71,12 +71,17 @@ class Level:
 
 def mask(arr: pa.Array) -> np.ndarray:
     """A boolean pyarrow array as numpy, with nulls as False."""
-    return pc.fill_null(arr, False).to_numpy(zero_copy_only=False)
+    if arr.null_count:
+        arr = pc.fill_null(arr, False)
+    return arr.to_numpy(zero_copy_only=False)
 
 
 def present(arr: pa.Array) -> np.ndarray:
     """True where the value is not null."""
-    return mask(pc.is_valid(arr))
+    nulls = arr.null_count
+    if nulls == 0 or nulls == len(arr):
+        return np.full(len(arr), nulls == 0)
+    return pc.is_valid(arr).to_numpy(zero_copy_only=False)
 
 
 def strings(arr: pa.Array, idx: np.ndarray | int) -> object:

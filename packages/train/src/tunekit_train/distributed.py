@@ -9,11 +9,13 @@ How the update stays that of one big batch:
 
 - every rank walks the same epoch order and the same (epoch, offset) positions; of each step's
   ``global_batch_size`` rows, rank r takes the r-th contiguous share (`ShardedStream`), so the data
-  position in a checkpoint is global and resumes on any process count;
+  position in a checkpoint is global and resumes on any process count; a rank reads only the rows of
+  its shares from the pack (`tunekit_train.data.PackedRows.select`);
 - the step's trained-unit count (tokens, or pairs for DPO) is summed across ranks before backward, and
   each rank back-propagates ``world * loss_sum / global_units``: DDP averages gradients over ranks, so the
   sum of the ranks' losses over all the step's units is what reaches every replica;
-- gradients are synchronised once per step (``no_sync`` on all but the last micro-batch).
+- gradients are synchronised once per step (DDP's ``no_sync`` / FSDP's ``set_requires_gradient_sync``
+  on all but the last micro-batch).
 
 ``training_config.strategy: fsdp`` shards instead of replicating (`shard`): every decoder layer and
 then the root become FSDP2 units (``fully_shard``), so each rank holds 1/N of the parameters, gradients
@@ -133,8 +135,8 @@ def shard(model: nn.Module) -> nn.Module:
     """Shard ``model`` in place with FSDP2: each decoder layer its own unit, then the root (the rest).
 
     Decoder layers are the classes Hugging Face lists in ``_no_split_modules`` (``LlamaDecoderLayer`` ...),
-    found through peft's wrappers too. One unit per layer means only one layer's full parameters exist
-    at a time during forward and backward.
+    found through peft's wrappers too. One unit per layer means only about one layer's full parameters
+    exist at a time during forward and backward.
     """
     # Every rank built the whole model; make it rank 0's, as DDP does. (The ranks that loaded the random
     # base rank 0 saved drew fewer random numbers before LoRA's init, so their adapters start elsewhere.)
@@ -146,6 +148,24 @@ def shard(model: nn.Module) -> nn.Module:
             fully_shard(module)
     fully_shard(model)
     return model
+
+
+@contextlib.contextmanager
+def root_unsharded(model: nn.Module) -> Iterator[None]:
+    """Keep the root unit's parameters (embeddings, head, final norm) gathered for the block.
+
+    For calls that bypass the root's own forward, which is what gathers them: Hugging Face and peft
+    ``generate`` call the inner model directly. The layer units still gather and free themselves.
+    A no-op for a model that is not sharded.
+    """
+    if not isinstance(model, FSDPModule):
+        yield
+        return
+    model.unshard()
+    try:
+        yield
+    finally:
+        model.reshard()
 
 
 def is_sharded(model: nn.Module) -> bool:

@@ -470,7 +470,7 @@ def _checkpoint_state(state: TrainState) -> dict[str, Any]:
 
 def _eval_prompts(model: nn.Module, tokenizer: Any, config: TrainingConfig, log: RunLog, step: int) -> None:
     # Sampling must not move the training RNG, or checkpointing would change the run it records.
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), distributed.root_unsharded(model):
         outputs = generate(model, tokenizer, config.eval_prompts, GenerationSettings(seed=config.seed + step))
     for prompt, text in zip(config.eval_prompts, outputs, strict=True):
         log.event("eval_prompts", text, step=step, prompt=prompt)

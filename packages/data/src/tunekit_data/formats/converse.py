@@ -183,6 +183,18 @@ _BEFORE_BRACKET = _anchor_set("e")
 assert all(any(a in w for a in ":<[") for w in RESERVED + RESERVED_WARN)
 
 
+_PIECE = 1 << 18  # bytes scanned per numpy pass: the temporaries stay in cache (twice as fast as one pass)
+
+
+def _anchors(data: np.ndarray, start: int) -> np.ndarray:
+    """Offsets of the ':' '<' '[' bytes of ``data[start : start + _PIECE]``."""
+    piece = data[start : start + _PIECE]
+    found = piece == 58
+    found |= piece == 60
+    found |= piece == 91
+    return np.flatnonzero(found) + start
+
+
 def keyword_candidates(texts: pa.Array) -> np.ndarray:
     """True for the texts that may hold a reserved keyword (a superset of the regex's matches).
 
@@ -198,7 +210,7 @@ def keyword_candidates(texts: pa.Array) -> np.ndarray:
     if data_buf is None or hi <= lo:
         return np.zeros(n, bool)
     data = np.frombuffer(data_buf, np.uint8)[lo:hi]
-    at = np.flatnonzero((data == 58) | (data == 60) | (data == 91))  # ':' '<' '['
+    at = np.concatenate([_anchors(data, start) for start in range(0, len(data), _PIECE)])
     if not len(at):
         return np.zeros(n, bool)
     # The neighbours of the first / last byte read out of range: index -1 wraps to the last byte and

@@ -38,12 +38,14 @@ class ConverseView:
         self.n = table.num_rows
         self.rows = np.arange(self.n)
         self._columns: dict[str, pa.Array] = {}
+        self._members: dict[str, np.ndarray] = {}
 
     def column(self, name: str) -> pa.Array:
         """A top-level column as one array (all-null if the block schema leaves it out).
 
-        Combined once per view: the reader returns one chunk per MB parsed, and several checks read
-        the same column.
+        The block checker hands over single-chunk tables (``blockcheck._merged``), so this is
+        normally free; a table of several chunks is combined once per column, as several checks
+        read the same column.
         """
         if name not in self._columns:
             present_ = name in self.table.column_names
@@ -51,7 +53,7 @@ class ConverseView:
                 self._columns[name] = pa.nulls(self.n)
             else:
                 column = self.table.column(name)
-                # combine_chunks copies even a single chunk (the reader's usual output)
+                # combine_chunks would copy even a single chunk
                 self._columns[name] = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
         return self._columns[name]
 
@@ -92,8 +94,12 @@ class ConverseView:
         return self.role.take(pa.array(self.blocks.parent, pa.int64()))
 
     def member(self, name: str) -> np.ndarray:
-        """True for content blocks that have member ``name``."""
-        return present(self.blocks.field(name))
+        """True for content blocks that have member ``name`` (computed once per view: most checks ask)."""
+        if name not in self._members:
+            has = present(self.blocks.field(name))
+            has.flags.writeable = False  # shared between checks
+            self._members[name] = has
+        return self._members[name]
 
     @cached_property
     def media_counts(self) -> dict[str, np.ndarray]:
