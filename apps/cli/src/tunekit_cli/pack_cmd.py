@@ -6,7 +6,7 @@ import itertools
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -15,13 +15,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
-import tunekit_tokenize as tk
-from tunekit_data.convert import INPUT_FORMATS, Rejection, read_examples
+from tunekit_data.convert import FORMAT_ALIASES, INPUT_FORMATS, Rejection, read_examples
 from tunekit_data.errors import InputError, UsageError
 from tunekit_data.s3 import set_endpoint
 
+if TYPE_CHECKING:
+    import tunekit_tokenize as tk
+
 out = Console(highlight=False)
-_FORMATS = " | ".join(["auto", *tk.FORMAT_ALIASES, *INPUT_FORMATS])
+_FORMATS = " | ".join(["auto", *FORMAT_ALIASES, *INPUT_FORMATS])
 _STAGES = {"hash": "hashing inputs", "tokenize": "tokenizing records", "pack": "packing", "write": "writing rows"}
 
 
@@ -43,6 +45,8 @@ def pack(
     endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint for s3:// inputs and outputs (default: $AWS_ENDPOINT_URL, else AWS)")] = None,
 ) -> int:
     """Tokenize with the chat template (exact loss masks) and pack with global best-fit decreasing."""
+    import tunekit_tokenize as tk  # here, not at the top: `ds check` and `ds convert` load no tokenizer
+
     set_endpoint(endpoint_url)
     if explain is not None:
         return _explain(paths, tokenizer, fmt=fmt, template=template, loss_on=loss_on, record=explain, json_output=json_output)
@@ -121,11 +125,13 @@ def _print_summary(result: tk.PackResult) -> None:
 
 
 def _explain(paths: list[str], tokenizer: str, *, fmt: str, template: str, loss_on: str, record: int, json_output: bool) -> int:
+    import tunekit_tokenize as tk
+
     if record < 0:
         msg = f"--explain must be a record index >= 0, got {record}"
         raise UsageError(msg)
     bundle = tk.load_tokenizer(tokenizer)
-    reader = read_examples(paths, fmt=tk.FORMAT_ALIASES.get(fmt, fmt))
+    reader = read_examples(paths, fmt=FORMAT_ALIASES.get(fmt, fmt))
     found = next(itertools.islice(reader, record, None), None)
     if found is None:
         msg = f"--explain {record}: the input has fewer than {record + 1} records"

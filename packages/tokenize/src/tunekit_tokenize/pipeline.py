@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tunekit_data import storage
-from tunekit_data.convert import Rejection, read_examples
+from tunekit_data.convert import FORMAT_ALIASES, Rejection, read_examples
 from tunekit_data.convert.parallel import available_cores
 from tunekit_data.convert.sources import discover
 from tunekit_data.errors import DataError, InputError, UsageError
@@ -47,8 +47,6 @@ Progress = Callable[[str, int, int | None], None]
 """Progress callback: ``(stage, done, total)``; stages ``hash`` (bytes), ``tokenize`` (records),
 ``pack`` (items) and ``write`` (bins). ``total`` is None when unknown."""
 PackInput = tuple[SourceRecord, Example | Rejection]
-# `ds pack --format` names for the input shapes; any `ds convert --from` name is accepted too.
-FORMAT_ALIASES = {"sft": "converse", "cpt": "text"}
 
 
 @dataclass(frozen=True)

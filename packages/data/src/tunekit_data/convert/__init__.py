@@ -14,7 +14,7 @@ Two entry points:
 """
 
 from tunekit_data.convert.detect import Detection, guess_format
-from tunekit_data.convert.inputs import INPUT_FORMATS, InputFormat
+from tunekit_data.convert.inputs import FORMAT_ALIASES, INPUT_FORMATS, InputFormat
 from tunekit_data.convert.outputs import ARROW_SCHEMAS, OUTPUT_FORMATS, OutputFormat
 from tunekit_data.convert.pipeline import (
     ConvertOptions,
@@ -28,6 +28,7 @@ from tunekit_data.convert.writer import Split
 
 __all__ = [
     "ARROW_SCHEMAS",
+    "FORMAT_ALIASES",
     "INPUT_FORMATS",
     "OUTPUT_FORMATS",
     "ConversionError",

@@ -490,3 +490,7 @@ INPUT_FORMATS: dict[str, InputFormat] = {
         InputFormat("text", "text", "plain text: {text} records, or a folder of .txt documents", from_text),
     ]
 }
+
+# `ds check --format` names of the shapes that `ds convert --from` calls otherwise; `ds pack --format`
+# and `ds check --tokenizer` accept them too.
+FORMAT_ALIASES = {"sft": "converse", "cpt": "text"}
