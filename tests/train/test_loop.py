@@ -156,7 +156,7 @@ def test_retention_keeps_top_k_and_last_and_prunes_weights_only(recipe_for, pack
 
 def test_run_time_problems_are_reported_together(recipe_for, tmp_path: Path) -> None:
     recipe = recipe_for(
-        "run.data_s3_path=s3://bucket/train.jsonl",
+        "run.model_name_or_path=s3://bucket/model",
         f"run.validation_data_s3_path={tmp_path / 'missing'}",
         "training_config.exp_manager.checkpoint_callback_params.monitor=rewards/accuracy",
         "training_config.attn_implementation=flex_attention",
@@ -164,7 +164,7 @@ def test_run_time_problems_are_reported_together(recipe_for, tmp_path: Path) -> 
     with pytest.raises(ConfigError) as info:
         run_training(recipe, output_dir=tmp_path / "run")
     text = "\n".join(info.value.problems)
-    assert "run.data_s3_path: s3://bucket/train.jsonl: S3 is not supported yet" in text
+    assert "run.model_name_or_path: s3://bucket/model: S3 is supported for the data and output paths only" in text
     assert "missing: no such file or directory" in text
     assert "checkpoint_callback_params.monitor: rewards/accuracy is logged by DPO runs only" in text
     if not torch.cuda.is_available():
