@@ -31,6 +31,7 @@ from tunekit_data.formats import CHECKS, ConverseView, Options
 from tunekit_data.formats.media import S3_URI
 from tunekit_data.formats.view import MEDIA_KINDS
 from tunekit_data.jsonline import parse_line, require_object
+from tunekit_data.reader import newline_offsets
 from tunekit_data.rules import Problem
 from tunekit_data.schema import (
     FORMATS,
@@ -58,7 +59,6 @@ _BOM = b"\xef\xbb\xbf"
 _ODD_START = np.zeros(256, bool)
 _ODD_START[[9, 13, 32, ord("n")]] = True
 _BLANK_LINE = Problem.make("F7", "", "blank line: not a record, skipped")
-_PIECE = 1 << 18  # bytes per numpy pass over a block: the temporaries stay in cache
 _WS = np.zeros(256, bool)
 _WS[[9, 10, 13, 32]] = True
 
@@ -100,11 +100,10 @@ class BlockResult:
 class _Lines:
     """Line offsets of a block (one vectorized newline scan), and per-line facts the fast path needs."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, newlines: np.ndarray | None = None) -> None:
         self.data = data
         self.arr = np.frombuffer(data, np.uint8)
-        pieces = range(0, len(data), _PIECE)
-        nl = np.concatenate([np.flatnonzero(self.arr[i : i + _PIECE] == 10) + i for i in pieces] or [np.zeros(0, np.int64)])
+        nl = newline_offsets(data) if newlines is None else newlines
         # Exclusive end offset of each line, without its newline.
         self.ends = nl if not data or data.endswith(b"\n") else np.append(nl, len(data))
         self.count = len(self.ends)
@@ -170,11 +169,12 @@ class _Lines:
         return deep
 
 
-def check_block(data: bytes, first_line: int, options: Options) -> BlockResult:
-    """Check every line of ``data`` (whole lines, starting at line ``first_line``)."""
+def check_block(data: bytes, first_line: int, options: Options, newlines: np.ndarray | None = None) -> BlockResult:
+    """Check every line of ``data`` (whole lines, starting at line ``first_line``); ``newlines``,
+    when given, are the offsets of its ``\\n`` bytes (``reader.newline_offsets``)."""
     fmt_name = options.fmt
     fmt = FORMATS[fmt_name]
-    lines = _Lines(data)
+    lines = _Lines(data, newlines)
     n = len(lines)
     res = BlockResult(first_line, n, np.zeros(n, bool), np.zeros(n, bool), [], BlockStats())
     tables: list[tuple[pa.Table, np.ndarray]] = []  # typed rows and their line indices

@@ -52,6 +52,9 @@ class Block:
     first_line: int
     data: bytes
     index: int
+    # Offsets of the ``\n`` bytes of ``data``, found once by the reader to count its lines and
+    # handed to the block checker, which needs them too (``None``: not computed).
+    newlines: np.ndarray | None = None
 
 
 def expand_paths(paths: Iterable[str]) -> list[Source]:
@@ -104,7 +107,8 @@ def iter_blocks(source: Source, *, block_size: int = DEFAULT_BLOCK_SIZE) -> Iter
             end = have + n
             if not n:
                 if have:
-                    yield Block(source.name, line, bytes(buf[:have]), index)
+                    data = bytes(buf[:have])
+                    yield Block(source.name, line, data, index, newline_offsets(data))
                 return
             cut = buf.rfind(b"\n", have, end) + 1
             if cut == 0:  # one line longer than a block: keep reading until it ends
@@ -114,18 +118,21 @@ def iter_blocks(source: Source, *, block_size: int = DEFAULT_BLOCK_SIZE) -> Iter
                 block = bytes(view[:cut])
             buf[: end - cut] = buf[cut:end]
             have = end - cut
-            yield Block(source.name, line, block, index)
+            newlines = newline_offsets(block)
+            yield Block(source.name, line, block, index, newlines)
             index += 1
-            line += _newlines(block)
+            line += len(newlines)
     finally:
         if not source.is_stdin:
             stream.close()
 
 
-def _newlines(data: bytes, piece: int = 1 << 18) -> int:
-    """``data.count(b"\\n")``, three times faster: numpy passes over cache-sized pieces."""
+def newline_offsets(data: bytes, piece: int = 1 << 18) -> np.ndarray:
+    """Offsets of the ``\\n`` bytes of ``data`` (int64): numpy passes over cache-sized pieces, so
+    the temporaries stay in cache (twice as fast as one pass)."""
     arr = np.frombuffer(data, np.uint8)
-    return sum(int(np.count_nonzero(arr[i : i + piece] == 10)) for i in range(0, len(arr), piece))
+    parts = [np.flatnonzero(arr[i : i + piece] == 10) + i for i in range(0, len(arr), piece)]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def _read_into(stream: BinaryIO, buf: bytearray, start: int, stop: int) -> int:

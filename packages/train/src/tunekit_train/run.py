@@ -212,6 +212,11 @@ def run_training(
     finally:
         log.close()
     publisher.run_files()
+    if world is not None:
+        # Leave the group together and explicitly: a rank that exits with it still alive can be
+        # aborted by gloo's background threads at interpreter exit ("terminate called ...").
+        world.barrier()
+        distributed.shutdown()
     return log.state
 
 

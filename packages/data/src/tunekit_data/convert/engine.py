@@ -9,17 +9,21 @@ Every record of the unit leaves as exactly one of: written to a split, or reject
 from __future__ import annotations
 
 import gc
+import itertools
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
 
+from tunekit_data.convert.fastpath import fast_path
 from tunekit_data.convert.inputs import InputPlan
 from tunekit_data.convert.outputs import OUTPUT_FORMATS, Record
 from tunekit_data.convert.rejection import ConversionError, Rejection
-from tunekit_data.convert.sources import RawRecord, Unit, unit_records
+from tunekit_data.convert.sources import RawRecord, Unit, jsonl_record, unit_records
 from tunekit_data.convert.validate import check_lines
-from tunekit_data.convert.writer import TRAIN, Chunk, Split, dump_json, jsonl_chunk, parquet_chunk
+from tunekit_data.convert.writer import TRAIN, Chunk, Split, dump_line, jsonl_chunk, parquet_chunk
+from tunekit_data.examples import SourceRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,52 +69,135 @@ def convert_unit(unit: Unit, plan: ConvertPlan) -> UnitResult:
 
 def _convert_unit(unit: Unit, plan: ConvertPlan) -> UnitResult:
     encode = OUTPUT_FORMATS[plan.target].encode
-    # The parsed input of a converted JSONL record is let go at once (its raw line is kept, and
-    # parsed again only if the rules reject the output), and so is the output record unless Parquet
-    # needs it, so a unit's decoded JSON does not pile up in the worker.
-    drop_input = unit.kind == "jsonl"
+    to_example = plan.inputs.to_example
+    fast = fast_path(plan.inputs, plan.target)  # None, or a fused converter for the common records
+
+    def convert(value: object) -> Record:
+        if fast is not None:
+            record = fast(value)
+            if record is not None:
+                return record
+        return encode(to_example(value))
+
     result = UnitResult(unit.nbytes)
     rejected: list[tuple[int, Rejection, RawRecord]] = []
     converted: list[_Converted] = []
-    seq = 0
-    for item in unit_records(unit, want_keys=plan.split is not None):
-        if item.blank:
-            result.blanks.append(seq)
-            continue
-        src = item.record
-        if plan.keep_refs:
-            result.refs.append((src.file, src.line))
-        if item.problem is not None:
-            rejected.append((seq, Rejection.from_problem(src.file, src.line, item.problem), item))
-        else:
-            try:
-                record = encode(plan.inputs.to_example(src.value))
-            except ConversionError as err:
-                rejected.append((seq, Rejection.from_error(src.file, src.line, err), item))
-            else:
-                converted.append(
-                    _Converted(seq, item, dump_json(record) + b"\n", record if plan.parquet else None)
-                )
-                if drop_input:
-                    src.value = None
-        seq += 1
+    if unit.kind == "jsonl":
+        seq = _jsonl_unit(unit, plan, convert, result, rejected, converted)
+    else:
+        seq = 0
+        for item in unit_records(unit, want_keys=plan.split is not None):
+            seq = _take(item, seq, plan, convert, result, rejected, converted)
     result.records = seq
     _check_and_route(converted, plan, result, rejected)
     rejected.sort(key=lambda t: t[0])
     result.rejections = [r for _, r, _ in rejected]
-    lines = [dump_json(_reject_line(r, item, unit.kind)) + b"\n" for _, r, item in rejected]
+    lines = [dump_line(_reject_line(r, item, unit.kind)) for _, r, item in rejected]
     result.rejects = jsonl_chunk([s for s, _, _ in rejected], lines)
     return result
 
 
+def _jsonl_unit(
+    unit: Unit,
+    plan: ConvertPlan,
+    convert: Callable[[object], Record],
+    result: UnitResult,
+    rejected: list[tuple[int, Rejection, RawRecord]],
+    converted: list[_Converted],
+) -> int:
+    """``_take`` over a JSONL unit's lines, with the common line (a JSON object) handled inline: no
+    ``RawRecord`` is built for it, and its parsed input is let go at once (its raw line is kept, and
+    parsed again only if it is rejected), so a unit's decoded JSON does not pile up in the worker.
+    Returns the number of records (non-blank lines)."""
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    file, first, parquet = unit.file, unit.first, plan.parquet
+    refs = result.refs if plan.keep_refs else None
+    seq = 0
+    for offset, raw in enumerate(_lines(unit.payload)):  # type: ignore[arg-type]
+        try:
+            value = loads(raw)
+        except decode_error:
+            value = None
+        if type(value) is not dict:  # blank, not JSON, or not an object: sources' verdict
+            seq = _take(
+                jsonl_record(file, first + offset, raw), seq, plan, convert, result, rejected, converted
+            )
+            continue
+        if refs is not None:
+            refs.append((file, first + offset))
+        try:
+            record = convert(value)
+        except ConversionError as err:
+            item = RawRecord(SourceRecord(file, first + offset, value), raw)
+            rejected.append((seq, Rejection.from_error(file, first + offset, err), item))
+        else:
+            converted.append(
+                _Converted(seq, dump_line(record), record if parquet else None, file, first + offset, raw)
+            )
+        seq += 1
+    return seq
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """``reader.split_lines``: the lines without ``\\n`` and a trailing ``\\r``, whose per-line ``\\r``
+    test is skipped when the block holds no ``\\r`` at all (every LF-only file)."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    if b"\r" in data:
+        return [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
+    return lines
+
+
+def _take(
+    item: RawRecord,
+    seq: int,
+    plan: ConvertPlan,
+    convert: Callable[[object], Record],
+    result: UnitResult,
+    rejected: list[tuple[int, Rejection, RawRecord]],
+    converted: list[_Converted],
+) -> int:
+    """Convert one record (or count a blank line); returns ``seq`` advanced past it."""
+    if item.blank:
+        result.blanks.append(seq)
+        return seq
+    src = item.record
+    if plan.keep_refs:
+        result.refs.append((src.file, src.line))
+    if item.problem is not None:
+        rejected.append((seq, Rejection.from_problem(src.file, src.line, item.problem), item))
+        return seq + 1
+    try:
+        record = convert(src.value)
+    except ConversionError as err:
+        rejected.append((seq, Rejection.from_error(src.file, src.line, err), item))
+    else:
+        out = dump_line(record)
+        converted.append(
+            _Converted(seq, out, record if plan.parquet else None, src.file, src.line, item.key, item)
+        )
+    return seq + 1
+
+
 @dataclass(slots=True)
 class _Converted:
-    """A record that converted: its position, source, serialised output and (for Parquet) the output."""
+    """A record that converted: its position, serialised output, (for Parquet) the output itself, and
+    its source: file, line or row, identifying bytes, and the RawRecord when one was built."""
 
     seq: int
-    item: RawRecord
     line: bytes
     record: Record | None
+    file: str
+    where: int
+    key: bytes
+    item: RawRecord | None = None
+
+    def raw(self) -> RawRecord:
+        """The source as a RawRecord (for a JSONL line: its raw bytes, parsed again when written to rejects)."""
+        if self.item is not None:
+            return self.item
+        return RawRecord(SourceRecord(self.file, self.where, None), self.key)
 
 
 def _check_and_route(
@@ -121,8 +208,9 @@ def _check_and_route(
 ) -> None:
     """Check the converted records against the target's rules; put each valid one in its split's chunk."""
     target = OUTPUT_FORMATS[plan.target]
+    data = b"".join([c.line for c in converted])
     problems = check_lines(
-        b"".join(c.line for c in converted),
+        data,
         len(converted),
         check_format=target.check_format,
         profile=plan.profile,
@@ -135,19 +223,19 @@ def _check_and_route(
         if found:
             errors = [p for p in found if p.severity == "error"]
             if errors:
-                src, first = c.item.record, errors[0]
+                first = errors[0]
                 more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
                 reason = f"converted record breaks {first.rule}: {first.message}{more}"
-                rejected.append(
-                    (c.seq, Rejection(src.file, src.line, first.field, reason, first.rule), c.item)
-                )
+                rejected.append((c.seq, Rejection(c.file, c.where, first.field, reason, first.rule), c.raw()))
                 continue
             result.warnings.update(p.rule for p in found)
-        routed[plan.split.route(c.item.key) if plan.split is not None else TRAIN].append(c)
+        routed[plan.split.route(c.key) if plan.split is not None else TRAIN].append(c)
     for name, picked in routed.items():
         seqs = [c.seq for c in picked]
         if plan.parquet:
             result.chunks[name] = parquet_chunk(seqs, [c.record for c in picked], target.schema)  # type: ignore[misc]
+        elif len(picked) == len(converted):  # all of them, in order: the bytes just checked
+            result.chunks[name] = Chunk(seqs, data, list(itertools.accumulate([len(c.line) for c in picked])))
         else:
             result.chunks[name] = jsonl_chunk(seqs, [c.line for c in picked])
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import TypeVar
@@ -34,17 +34,27 @@ def available_cores() -> int:
 
 
 def ordered_map(
-    fn: Callable[[T], R], items: Iterable[T], *, workers: int, initializer: Callable[[], None] | None = None
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    workers: int,
+    initializer: Callable[[], None] | None = None,
+    preload: Sequence[str] = (),
 ) -> Generator[R, None, None]:
-    """``map(fn, items)`` over ``workers`` processes, in order; stopping early cancels pending work."""
+    """``map(fn, items)`` over ``workers`` processes, in order; stopping early cancels pending work.
+
+    ``preload`` names the modules ``fn`` needs: the fork server imports them once and every worker
+    starts with them (else the server imports the main script, e.g. the whole ``ds`` CLI).
+    """
     if workers <= 1:
         yield from map(fn, items)
         return
     # forkserver, not fork: the parent runs pyarrow thread pools, and forking a threaded process can
-    # copy a held lock into the child. Workers pay one import (~0.3 s) each, once.
-    pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=get_context("forkserver"), initializer=initializer
-    )
+    # copy a held lock into the child. The server imports ``preload`` once, before any worker forks.
+    context = get_context("forkserver")
+    if preload:
+        context.set_forkserver_preload(list(preload))  # read when the server starts (the first pool)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=initializer)
     pending: deque[Future[R]] = deque()
     try:
         for item in items:

@@ -49,6 +49,9 @@ from tunekit_data.examples import Example, SourceRecord
 from tunekit_data.profiles import PLATFORMS, get_profile
 
 FIRST_REJECTS = 20
+# What a worker process needs (the converter, the ds check rules): the fork server imports these
+# once, and not the ds CLI around them.
+_WORKER_MODULES = ("tunekit_data.convert.engine", "tunekit_data.check", "tunekit_data.blockcheck")
 
 
 @dataclass(slots=True)
@@ -323,7 +326,10 @@ def convert_dataset(
             opened_sinks.append(rejects)
         convert = partial(convert_unit, plan=plan)
         # closing(): stopping early (--max-samples) or failing cancels the units still in flight.
-        with closing(ordered_map(convert, opened.units, workers=workers, initializer=worker_init)) as results:
+        mapped = ordered_map(
+            convert, opened.units, workers=workers, initializer=worker_init, preload=_WORKER_MODULES
+        )
+        with closing(mapped) as results:
             for result in results:
                 stop = _cut_at_limit(result, options.limit, summary)
                 for name, chunk in result.chunks.items():

@@ -290,21 +290,24 @@ def unit_records(unit: Unit, *, want_keys: bool = False) -> Iterator[RawRecord]:
 
 
 def _jsonl_records(unit: Unit) -> Iterator[RawRecord]:
-    loads, file = orjson.loads, unit.file
+    file, first = unit.file, unit.first
     for offset, raw in enumerate(split_lines(unit.payload)):  # type: ignore[arg-type]
-        line = unit.first + offset
-        # orjson accepts exactly the lines parse_line accepts (it validates UTF-8 itself), so the
-        # common valid line costs one loads; blank and broken lines then get parse_line's verdict.
-        try:
-            value, problem = loads(raw), None
-        except orjson.JSONDecodeError:
-            if is_blank(raw):
-                yield RawRecord(SourceRecord(file, line, None), raw, blank=True)
-                continue
-            value, problem = parse_line(raw)
-        if problem is None and type(value) is not dict:
-            problem = require_object(value)
-        yield RawRecord(SourceRecord(file, line, value), raw, problem)
+        yield jsonl_record(file, first + offset, raw)
+
+
+def jsonl_record(file: str, line: int, raw: bytes) -> RawRecord:
+    """JSONL line ``line`` of ``file`` (its bytes ``raw``, without the newline) as a RawRecord."""
+    # orjson accepts exactly the lines parse_line accepts (it validates UTF-8 itself), so the
+    # common valid line costs one loads; blank and broken lines then get parse_line's verdict.
+    try:
+        value, problem = orjson.loads(raw), None
+    except orjson.JSONDecodeError:
+        if is_blank(raw):
+            return RawRecord(SourceRecord(file, line, None), raw, blank=True)
+        value, problem = parse_line(raw)
+    if problem is None and type(value) is not dict:
+        problem = require_object(value)
+    return RawRecord(SourceRecord(file, line, value), raw, problem)
 
 
 def _txt_records(paths: list[str], *, want_keys: bool) -> Iterator[RawRecord]:

@@ -107,6 +107,11 @@ def dump_json(value: object) -> bytes:
     return orjson.dumps(value, default=_json_default)
 
 
+def dump_line(value: object) -> bytes:
+    """``dump_json(value) + b"\\n"``, without copying the line to add its newline."""
+    return orjson.dumps(value, default=_json_default, option=orjson.OPT_APPEND_NEWLINE)
+
+
 def _json_default(value: object) -> object:
     if isinstance(value, bytes | bytearray | memoryview):
         return f"<{len(value)} bytes>"
