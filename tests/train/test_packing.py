@@ -44,7 +44,8 @@ def test_packed_equals_unpacked_loss_and_gradients(backend: str) -> None:
     alone = [collate([row_columns([s])], flatten=False) for s in seqs]
     loss_packed, grads_packed = _loss_and_grads(model, packed, backend)
     loss_alone, grads_alone = _loss_and_grads(model, alone, backend)
-    assert loss_packed == pytest.approx(loss_alone, abs=1e-5)
+    # The losses are token sums (~300) in float32, whose spacing there is 3e-5: compare relatively.
+    assert loss_packed == pytest.approx(loss_alone, rel=1e-6)
     for a, b in zip(grads_packed, grads_alone, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 

@@ -11,6 +11,7 @@ the bucket its media must share (M11), unless ``--dataset-uri`` names another.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import os
 import re
@@ -298,10 +299,8 @@ def worker_init() -> None:
     if "pandas" not in sys.modules and not any(isinstance(f, _NoPandas) for f in sys.meta_path):
         sys.meta_path.insert(0, _NoPandas())
     if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
-        try:
+        with contextlib.suppress(NotImplementedError):  # pa.ArrowNotImplementedError: a build without it
             pa.set_memory_pool(pa.jemalloc_memory_pool())
-        except (NotImplementedError, pa.ArrowNotImplementedError):
-            pass
 
 
 def _ordered(blocks: Iterator[Block], options: Options, workers: int) -> Iterator[tuple[Block, BlockResult]]:

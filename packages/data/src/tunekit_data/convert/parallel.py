@@ -9,7 +9,10 @@ Why processes pay here: a unit is pure-Python decoding plus the rule checks, so 
 one GIL. Measured on 100 MB of chat (2 cores): one worker spends 2.82 CPU s on the units, two spend
 1.59 + 1.45 (8 % overhead), the main process 0.3 s reading and writing, and each worker process about
 0.6 s importing: on two free cores that projects to about 1.8x the single-process rate (the shared
-benchmark machine never had two free cores to confirm it; see benchmarks/RESULTS.md).
+benchmark machine never had two free cores to confirm it; see benchmarks/RESULTS.md). The import is
+now paid once, in the fork server (``preload``; ~0.3 s), not once per worker: Python's fork server
+does not import the main script itself, so without ``preload`` every worker imported it (for ``ds``,
+the whole CLI) before its first task.
 """
 
 from __future__ import annotations
