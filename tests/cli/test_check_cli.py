@@ -371,6 +371,14 @@ def test_stdin(monkeypatch, capsys):
     assert summary["dataset_errors"] == []
 
 
+def test_stdin_with_a_bom_gets_f4_and_line_1_checked(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", _Stdin(b"\xef\xbb\xbf" + BAD_ROLE + b"\n" + sft() + b"\n"))
+    code, summary = run_json(capsys, "-", "--format", "sft")
+    assert code == 1
+    assert _expected(summary) == [(1, "S6")]
+    assert [(e["rule"], e["severity"]) for e in summary["dataset_errors"]] == [("F4", "warning")]
+
+
 def test_stdin_with_format_auto_and_split(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(sys, "stdin", _Stdin(DPO + b"\n" + DPO + b"\n"))
     valid_out = tmp_path / "valid.jsonl"

@@ -38,7 +38,6 @@ from tunekit_data.reader import (
     Block,
     Source,
     expand_paths,
-    has_bom,
     iter_blocks,
     split_lines,
 )
@@ -225,8 +224,6 @@ def _file_rules(source: Source) -> list[DatasetProblem]:
         out.append(DatasetProblem("F1", "error", "dataset files must end in .jsonl (or .jsonl.gz / .jsonl.zst)", name))
     if not _FILE_NAME.match(Path(name).name):
         out.append(DatasetProblem("F2", "warning", "file name should use only A-Z a-z 0-9 _ . / - (S3 object names)", name))
-    if has_bom(source):
-        out.append(DatasetProblem("F4", "warning", "UTF-8 byte order mark at the start of the file was stripped", name))
     return out
 
 
@@ -361,6 +358,8 @@ def run_check(
                 summary.dataset_errors.extend(_file_rules(source))
                 before = summary.records
                 for block, result in _ordered(stream, options, workers):
+                    if block.bom:
+                        summary.dataset_errors.append(DatasetProblem("F4", "warning", "UTF-8 byte order mark at the start of the file was stripped", source.name))
                     if config.check_media:
                         check_media(result)
                     if config.record_check is not None:

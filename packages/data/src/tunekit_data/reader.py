@@ -55,6 +55,9 @@ class Block:
     # Offsets of the ``\n`` bytes of ``data``, found once by the reader to count its lines and
     # handed to the block checker, which needs them too (``None``: not computed).
     newlines: np.ndarray | None = None
+    # True on a source's first block when a UTF-8 BOM was stripped from its start (rule F4): known
+    # while reading, so stdin and S3 objects are not opened a second time to look.
+    bom: bool = False
 
 
 def expand_paths(paths: Iterable[str]) -> list[Source]:
@@ -86,6 +89,7 @@ def iter_blocks(source: Source, *, block_size: int = DEFAULT_BLOCK_SIZE) -> Iter
     buf = bytearray()
     have = 0  # buf[:have] is the carried partial line (no newline in it)
     first = True
+    bom = False
     stream = open_source(source)
     try:
         while True:
@@ -104,11 +108,12 @@ def iter_blocks(source: Source, *, block_size: int = DEFAULT_BLOCK_SIZE) -> Iter
                 if buf.startswith(BOM, 0, n):
                     buf[: n - len(BOM)] = buf[len(BOM) : n]
                     n -= len(BOM)
+                    bom = True
             end = have + n
             if not n:
                 if have:
                     data = bytes(buf[:have])
-                    yield Block(source.name, line, data, index, newline_offsets(data))
+                    yield Block(source.name, line, data, index, newline_offsets(data), bom and index == 0)
                 return
             cut = buf.rfind(b"\n", have, end) + 1
             if cut == 0:  # one line longer than a block: keep reading until it ends
@@ -119,7 +124,7 @@ def iter_blocks(source: Source, *, block_size: int = DEFAULT_BLOCK_SIZE) -> Iter
             buf[: end - cut] = buf[cut:end]
             have = end - cut
             newlines = newline_offsets(block)
-            yield Block(source.name, line, block, index, newlines)
+            yield Block(source.name, line, block, index, newlines, bom and index == 0)
             index += 1
             line += len(newlines)
     finally:
@@ -145,17 +150,6 @@ def _read_into(stream: BinaryIO, buf: bytearray, start: int, stop: int) -> int:
         chunk = stream.read(stop - start)
         target[: len(chunk)] = chunk
         return len(chunk)
-
-
-def has_bom(source: Source) -> bool:
-    """True if the (decompressed) source starts with a UTF-8 byte order mark (rule F4)."""
-    if source.is_stdin:
-        return False
-    stream = open_source(source)
-    try:
-        return stream.read(3) == BOM
-    finally:
-        stream.close()
 
 
 def split_lines(data: bytes) -> list[bytes]:

@@ -81,15 +81,19 @@ def check_roles(v: ConverseView, o: Options) -> Iterator[Hit]:
         return Problem.make("S6", m.path(i, "role"), f'role must be "user" or "assistant", got {got!r}{hint}')
 
     yield from hits(m.row, ~valid, bad_role)
-    expect_user = m.pos % 2 == 0
-    wrong = valid & (is_user != expect_user)
+    # One misplaced turn is one problem: a message is wrong where it repeats the role before it
+    # (judging by position would also flag every later turn of the record).
+    first = m.pos == 0
+    repeat = np.zeros(len(valid), bool)
+    repeat[1:] = valid[1:] & valid[:-1] & (is_user[1:] == is_user[:-1])
+    wrong = (first & valid & ~is_user) | (~first & repeat)
     yield from hits(
         m.row,
         wrong,
         lambda i: Problem.make(
             "S7",
             m.path(i, "role"),
-            "the first message must be 'user'" if m.pos[i] == 0 else f"roles must alternate: expected {'user' if expect_user[i] else 'assistant'}, got {strings(role, i)!r}",
+            "the first message must be 'user'" if m.pos[i] == 0 else f"roles must alternate: two {strings(role, i)!r} messages in a row",
         ),
     )
     last_not_asst = v.is_last & is_user & (v.msg_count[m.row] >= 2)
