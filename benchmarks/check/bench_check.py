@@ -200,7 +200,9 @@ class Run:
 # Tools run as on a user's machine, caching their bytecode: these sandboxes set PYTHONDONTWRITEBYTECODE,
 # which makes every process (and every worker process) compile all it imports from source, measured
 # at ~0.7 s per `ds` start and more for `datasets`; that is the sandbox, not the tools.
-CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+def child_env() -> dict[str, str]:
+    """This process's environment as it is now (callers set e.g. AWS_ENDPOINT_URL), minus that flag."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def measure(cmd: list[str]) -> Run:
@@ -208,7 +210,7 @@ def measure(cmd: list[str]) -> Run:
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         busy0 = _busy_seconds()
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=REPO, env=CHILD_ENV)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=REPO, env=child_env())
         sampler = TreeSampler(proc.pid)
         sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)
