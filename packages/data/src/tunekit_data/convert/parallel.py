@@ -7,12 +7,12 @@ plain tracebacks, which is what small inputs and tests want.
 
 Why processes pay here: a unit is pure-Python decoding plus the rule checks, so threads would share
 one GIL. Measured on 100 MB of chat (2 cores): one worker spends 2.82 CPU s on the units, two spend
-1.59 + 1.45 (8 % overhead), the main process 0.3 s reading and writing, and each worker process about
-0.6 s importing: on two free cores that projects to about 1.8x the single-process rate (the shared
-benchmark machine never had two free cores to confirm it; see benchmarks/RESULTS.md). The import is
-now paid once, in the fork server (``preload``; ~0.3 s), not once per worker: Python's fork server
-does not import the main script itself, so without ``preload`` every worker imported it (for ``ds``,
-the whole CLI) before its first task.
+1.59 + 1.45 (8 % overhead) and the main process 0.3 s reading and writing. Imports are paid once, in
+the fork server (``preload``; ~0.3 s): each worker still runs the main script (for ``ds``, the CLI),
+as the fork server does not, but finds its modules loaded (measured: 0.06 CPU s per worker, against
+~0.6 s without ``preload``). On an idle 2-core machine 500 MB of chat took 5.1 s with two workers
+against 6.5 s with one (1.27x): pickling units and results and the workers' page faults cost more
+than the projection allowed (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
