@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
+from tunekit_cli.console import out
 from tunekit_cli.progress import byte_progress
-from tunekit_data.check import CheckConfig, CheckSummary, iter_problems, run_check
 from tunekit_data.errors import UsageError
-from tunekit_data.reader import expand_paths
 from tunekit_data.rules import RULES
 from tunekit_data.s3 import set_endpoint
 
-out = Console(highlight=False)
+if TYPE_CHECKING:
+    from tunekit_data.check import CheckSummary
+
 SHOWN = 20
 
 
@@ -42,6 +40,10 @@ def check(
     workers: Annotated[int | None, typer.Option(help="processes to use (default: all cores)")] = None,
 ) -> int:
     """Validate Converse SFT, Nova DPO, CPT and Databricks datasets, including S3 media references."""
+    # The validator (pyarrow, numpy) is imported here, not at the top: `ds --help` never loads it.
+    from tunekit_data.check import CheckConfig, run_check
+    from tunekit_data.reader import expand_paths
+
     set_endpoint(endpoint_url)
     lengths = _length_check(tokenizer, max_length, template)
     config = CheckConfig(fmt, profile, platform, dataset_uri, max_invalid_percent, workers, check_media=check_media, record_check=lengths)
@@ -73,6 +75,8 @@ def _length_check(tokenizer: str | None, max_length: int | None, template: str):
 
 def write_json(summary: CheckSummary, stream) -> None:
     """Write the `--json` contract, streaming the problem list from the spool (bounded memory)."""
+    from tunekit_data.check import iter_problems
+
     head = {
         "files": summary.files,
         "format": summary.format,
@@ -98,6 +102,9 @@ def write_json(summary: CheckSummary, stream) -> None:
 
 def print_human(summary: CheckSummary) -> None:
     """Summary table, per-rule counts and the first problems."""
+    from rich.markup import escape
+    from rich.table import Table
+
     fmt = f"{summary.format} (detected)" if summary.detected else summary.format
     table = Table(title=escape(f"ds check: {', '.join(Path(f).name for f in summary.files)}"), show_header=False)
     table.add_row("format", fmt)

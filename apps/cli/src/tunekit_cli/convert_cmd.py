@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from tunekit_cli.console import out
 from tunekit_cli.progress import byte_progress
-from tunekit_data.convert import (
-    INPUT_FORMATS,
-    OUTPUT_FORMATS,
-    ConvertOptions,
-    ConvertSummary,
-    convert_dataset,
-)
-from tunekit_data.convert.sources import discover, input_size
-from tunekit_data.convert.writer import DEFAULT_SHARD_SIZE
+from tunekit_data.convert import INPUT_FORMATS, OUTPUT_FORMATS
+from tunekit_data.convert.outputs import DEFAULT_SHARD_SIZE
 from tunekit_data.profiles import PROFILES
 from tunekit_data.s3 import set_endpoint
 
-out = Console(highlight=False)
+if TYPE_CHECKING:
+    from tunekit_data.convert import ConvertSummary
 
 
 def convert(
@@ -88,6 +81,10 @@ def convert(
 ) -> int:
     """Convert datasets to Converse, Nova DPO, chat, prompt-response, preference or text; every record
     is written or rejected with its line and reason. Exit 1 when more than --max-rejects-percent is rejected."""
+    # The converter (pyarrow) is imported here, not at the top: `ds --help` never loads it.
+    from tunekit_data.convert import ConvertOptions, convert_dataset
+    from tunekit_data.convert.sources import discover, input_size
+
     set_endpoint(endpoint_url)
     options = ConvertOptions(
         to=to,
@@ -120,6 +117,8 @@ def convert(
 
 def print_human(summary: ConvertSummary) -> None:
     """Summary table, where records went, and the first rejections."""
+    from rich.table import Table
+
     table = Table(title=f"ds convert -> {summary.to}", show_header=False)
     fmt = summary.detection.fmt
     table.add_row("input format", f"{summary.detection.describe()}\n[dim]{INPUT_FORMATS[fmt].summary}[/dim]")

@@ -1,16 +1,21 @@
 """`ds`: check, convert and pack fine-tuning datasets.
 
 Each verb lives in its own module (`check_cmd.py`, `convert_cmd.py`, `pack_cmd.py`) and is registered
-here. Command modules import only the torch-free packages, so `ds` starts instantly.
+here. `ds` starts instantly: a command module imports only typer and the light parts of tunekit_data
+(errors, rules, profiles, the format tables) at its top, and whatever loads pyarrow, numpy, rich's
+tables or a tokenizer inside the function that uses it (tests/cli/test_startup.py holds this).
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
 from tunekit_cli import check_cmd, convert_cmd, pack_cmd
 from tunekit_cli.runner import run_app
-from tunekit_data.check import worker_init
 
 app = typer.Typer(
     name="ds",
@@ -18,7 +23,29 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help, as click formats it: typer's rich help panels import rich.markdown and
+    # markdown_it (~0.2 s measured), which would double `ds --help`'s start-up.
+    rich_markup_mode=None,
 )
+# Set by `cli`: process-wide settings (worker_init) are for `ds`'s own process, never a caller's.
+_own_process = False
+
+
+def _command(func: Callable[..., int]) -> Callable[..., int]:
+    """``func`` as a command that, in `ds`'s own process, runs `worker_init` once its arguments parsed.
+
+    Here, not in `cli`: worker_init loads pyarrow, which `ds --help` and `ds check --help` never need.
+    """
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> int:
+        if _own_process:
+            from tunekit_data.check import worker_init
+
+            worker_init()  # `ds` never needs pandas; see worker_init
+        return func(*args, **kwargs)
+
+    return run
 
 
 @app.callback()
@@ -26,9 +53,9 @@ def _group() -> None:
     """Check, convert and pack fine-tuning datasets."""
 
 
-app.command("check")(check_cmd.check)
-app.command("convert")(convert_cmd.convert)
-app.command("pack")(pack_cmd.pack)
+app.command("check")(_command(check_cmd.check))
+app.command("convert")(_command(convert_cmd.convert))
+app.command("pack")(_command(pack_cmd.pack))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def cli() -> None:
     """The `ds` console script: a process of its own, so it can skip pyarrow's pandas probe."""
-    worker_init()  # `ds` never needs pandas; see worker_init
+    global _own_process  # one switch, set once at the console script's start
+    _own_process = True
     raise SystemExit(main())
 
 

@@ -10,19 +10,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
-from tunekit_data.convert import FORMAT_ALIASES, INPUT_FORMATS, Rejection, read_examples
+from tunekit_cli.console import out
+from tunekit_data.convert import FORMAT_ALIASES, INPUT_FORMATS, Rejection
 from tunekit_data.errors import InputError, UsageError
 from tunekit_data.s3 import set_endpoint
 
 if TYPE_CHECKING:
+    from rich.progress import TaskID
+    from rich.text import Text
+
     import tunekit_tokenize as tk
 
-out = Console(highlight=False)
 _FORMATS = " | ".join(["auto", *FORMAT_ALIASES, *INPUT_FORMATS])
 _STAGES = {"hash": "hashing inputs", "tokenize": "tokenizing records", "pack": "packing", "write": "writing rows"}
 
@@ -82,6 +81,9 @@ def _progress(*, enabled: bool) -> Iterator[tk.Progress]:
     if not enabled:
         yield lambda stage, done, total: None
         return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bars:
         tasks: dict[str, TaskID] = {}
@@ -95,6 +97,8 @@ def _progress(*, enabled: bool) -> Iterator[tk.Progress]:
 
 
 def _print_summary(result: tk.PackResult) -> None:
+    from rich.table import Table
+
     stats, manifest = result.stats, result.manifest
     title = f"ds pack -> {result.out_dir}" + (" (reused: inputs and options unchanged)" if result.cached else "")
     table = Table(title=title, show_header=False)
@@ -126,6 +130,7 @@ def _print_summary(result: tk.PackResult) -> None:
 
 def _explain(paths: list[str], tokenizer: str, *, fmt: str, template: str, loss_on: str, record: int, json_output: bool) -> int:
     import tunekit_tokenize as tk
+    from tunekit_data.convert import read_examples
 
     if record < 0:
         msg = f"--explain must be a record index >= 0, got {record}"
@@ -170,6 +175,8 @@ def _explain(paths: list[str], tokenizer: str, *, fmt: str, template: str, loss_
 
 def _highlight(tokens: list[tk.ExplainedToken]) -> Text:
     """Tokens on coloured backgrounds: green when trained, grey when not, two shades to show boundaries."""
+    from rich.text import Text
+
     text = Text()
     for i, token in enumerate(tokens):
         shade = ("black on green", "black on dark_sea_green") if token.trained else ("white on grey30", "white on grey23")

@@ -5,9 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
-
 MIN_BYTES = 4 << 20
 
 
@@ -17,6 +14,10 @@ def byte_progress(label: str, total: int, *, enabled: bool = True) -> Iterator[C
     if not enabled or total < MIN_BYTES:
         yield lambda n: None
         return
+    # rich.progress is imported here, not at the top: small inputs and --json draw no bar.
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
     columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(label, total=total)

@@ -8,34 +8,36 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
-from rich.console import Console
-from rich.markup import escape
 
+from tunekit_cli.console import stderr
 from tunekit_data.errors import ConfigError, DataError, TunekitError
-
-stderr = Console(stderr=True, highlight=False)
 
 
 def run_app(app: typer.Typer, argv: list[str] | None, prog_name: str) -> int:
     """Run ``app`` on ``argv`` and return its exit code; never lets a user error escape as a traceback."""
     try:
         result = app(args=argv, prog_name=prog_name, standalone_mode=False)
-    # typer >= 0.20 vendors click (typer._click): its exceptions are not click's.
-    except (click.exceptions.Exit, typer.Exit) as exc:
+    # typer >= 0.26 vendors click: its usage errors derive from typer.TyperException.
+    except typer.Exit as exc:
         return exc.exit_code
-    except (click.exceptions.Abort, typer.Abort):
+    except typer.Abort:
         stderr.print("[red]aborted[/red]")
         return 130
-    except (click.ClickException, typer.TyperException) as exc:
+    except typer.TyperException as exc:
         exc.show(file=sys.stderr)
         return 2
     # Messages quote paths and values: escaped (not rich markup), and not wrapped at the terminal width.
     except (DataError, ConfigError) as exc:
-        stderr.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        stderr.print(f"[red]error:[/red] {_escape(str(exc))}", soft_wrap=True)
         return 1
     except TunekitError as exc:
-        stderr.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        stderr.print(f"[red]error:[/red] {_escape(str(exc))}", soft_wrap=True)
         return 2
     return int(result or 0)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape  # rich loads when there is something to print
+
+    return escape(text)

@@ -3,7 +3,15 @@
 Import the public names from here (or from the named public modules: ``reader``, ``rules``,
 ``examples``, ``errors``, ``storage`` for local and ``s3://`` inputs and outputs); anything prefixed
 with an underscore is private.
+
+The reader's names load on first use (PEP 562 ``__getattr__``): ``reader`` brings in pyarrow and
+numpy (~0.2 s), which ``import tunekit_data.errors`` - what every `ds` command imports first - and
+`ds --help` never need.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from tunekit_data.errors import ConfigError, DataError, InputError, TunekitError, UsageError
 from tunekit_data.examples import (
@@ -16,8 +24,12 @@ from tunekit_data.examples import (
     TextExample,
 )
 from tunekit_data.jsonline import is_blank, parse_line, require_object
-from tunekit_data.reader import Block, Source, expand_paths, iter_blocks, iter_lines, split_lines
 from tunekit_data.rules import RULES, Problem, Rule
+
+if TYPE_CHECKING:
+    from tunekit_data.reader import Block, Source, expand_paths, iter_blocks, iter_lines, split_lines
+
+_READER_NAMES = frozenset({"Block", "Source", "expand_paths", "iter_blocks", "iter_lines", "split_lines"})
 
 __all__ = [
     "RULES",
@@ -45,3 +57,12 @@ __all__ = [
     "require_object",
     "split_lines",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name in _READER_NAMES:
+        from tunekit_data import reader
+
+        return getattr(reader, name)
+    msg = f"module 'tunekit_data' has no attribute {name!r}"
+    raise AttributeError(msg)

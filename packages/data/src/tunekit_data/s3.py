@@ -21,11 +21,13 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from pyarrow import fs
-
 from tunekit_data.errors import InputError
+
+if TYPE_CHECKING:
+    from pyarrow import fs
 
 SCHEME = "s3://"
 DEFAULT_MAX_ATTEMPTS = 6
@@ -118,6 +120,8 @@ def filesystem(bucket: str) -> fs.S3FileSystem:
 
 @cache
 def _bucket_region(bucket: str) -> str | None:
+    from pyarrow import fs  # here, not at the top: every `ds` command imports this module (set_endpoint)
+
     try:
         return fs.resolve_s3_region(bucket)
     except OSError:  # offline, or a name S3 does not know: the request itself will say what is wrong
@@ -126,6 +130,8 @@ def _bucket_region(bucket: str) -> str | None:
 
 @cache
 def _filesystem(url: str | None, region: str | None, attempts: int) -> fs.S3FileSystem:
+    from pyarrow import fs
+
     options: dict[str, object] = {}
     if url is not None:
         parts = urlsplit(url if "://" in url else f"https://{url}")
@@ -188,6 +194,8 @@ def error(path: S3Path, exc: OSError, doing: str) -> InputError:
 
 def bucket_exists(bucket: str) -> bool:
     """True if ``bucket`` exists, or cannot be inspected (then another error says what is wrong)."""
+    from pyarrow import fs
+
     try:
         return filesystem(bucket).get_file_info(bucket).type != fs.FileType.NotFound
     except OSError:

@@ -2,7 +2,7 @@
 
 Inputs (``--from``, detected by default): see ``INPUT_FORMATS``; JSONL (``.gz`` / ``.zst``),
 Parquet, Hugging Face ``save_to_disk`` folders and folders of ``.txt`` documents. Outputs (``--to``):
-see ``OUTPUT_FORMATS`` and the Arrow schemas in ``outputs``. Every record is converted through a
+see ``OUTPUT_FORMATS`` and the Arrow schemas in ``arrow_schemas``. Every record is converted through a
 neutral ``Example`` (``tunekit_data.examples``) and checked against the target's ``ds check`` rules
 before it is written; a record that cannot be converted is rejected with its line and the reason.
 
@@ -11,20 +11,42 @@ Two entry points:
 - ``read_examples(paths, fmt="auto", ...)``: ``(SourceRecord, Example | Rejection)`` per record, for
   consumers that want Examples (``ds pack``, ``train run``).
 - ``convert_dataset(paths, ConvertOptions(...))``: the ``ds convert`` command, multi-core.
+
+The format tables (``INPUT_FORMATS``, ``FORMAT_ALIASES``, ``OUTPUT_FORMATS``) import without pyarrow;
+the pipeline and the schemas load on first use of their names (PEP 562 ``__getattr__``), so that
+`ds --help` can list the formats without loading them (~0.3 s).
 """
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
 
 from tunekit_data.convert.detect import Detection, guess_format
 from tunekit_data.convert.inputs import FORMAT_ALIASES, INPUT_FORMATS, InputFormat
-from tunekit_data.convert.outputs import ARROW_SCHEMAS, OUTPUT_FORMATS, OutputFormat
-from tunekit_data.convert.pipeline import (
-    ConvertOptions,
-    ConvertSummary,
-    ExampleReader,
-    convert_dataset,
-    read_examples,
-)
+from tunekit_data.convert.outputs import OUTPUT_FORMATS, OutputFormat
 from tunekit_data.convert.rejection import ConversionError, Rejection
-from tunekit_data.convert.writer import Split
+
+if TYPE_CHECKING:
+    from tunekit_data.convert.arrow_schemas import ARROW_SCHEMAS
+    from tunekit_data.convert.pipeline import (
+        ConvertOptions,
+        ConvertSummary,
+        ExampleReader,
+        convert_dataset,
+        read_examples,
+    )
+    from tunekit_data.convert.writer import Split
+
+_LAZY = {
+    "ARROW_SCHEMAS": "arrow_schemas",
+    "ConvertOptions": "pipeline",
+    "ConvertSummary": "pipeline",
+    "ExampleReader": "pipeline",
+    "convert_dataset": "pipeline",
+    "read_examples": "pipeline",
+    "Split": "writer",
+}
 
 __all__ = [
     "ARROW_SCHEMAS",
@@ -44,3 +66,10 @@ __all__ = [
     "guess_format",
     "read_examples",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(import_module(f"tunekit_data.convert.{_LAZY[name]}"), name)
+    msg = f"module 'tunekit_data.convert' has no attribute {name!r}"
+    raise AttributeError(msg)

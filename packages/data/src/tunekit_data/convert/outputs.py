@@ -13,18 +13,15 @@ Preference input written as converse / chat / prompt-response keeps the chosen a
 fine-tuning on the preferred responses); the summary says so. Preference output is always the
 conversational form, so a multi-turn prompt or a system prompt survives the round trip to DPO.
 
-Parquet output uses the schemas in ``ARROW_SCHEMAS`` (the JSON shapes above as Arrow types). A
-Converse content block is ``struct<text, image, video>`` with exactly one member set; Parquet readers
-(``datasets``, polars) show the others as null. Chat, prompt-response and preference content is a
-string, so those targets hold text only (images belong in converse / dpo).
+Parquet output uses the schemas in ``arrow_schemas`` (loaded with pyarrow only when Parquet is
+written, so that the CLI can name the targets without it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from tunekit_data.convert.inputs import Kind
 from tunekit_data.convert.messages import (
@@ -35,7 +32,11 @@ from tunekit_data.convert.messages import (
 from tunekit_data.convert.rejection import ConversionError
 from tunekit_data.examples import ChatExample, Example, Message, PreferenceExample, TextExample
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 SCHEMA_VERSION = "bedrock-conversation-2024"
+DEFAULT_SHARD_SIZE = 100_000  # records per JSONL shard when the output is a folder
 Record = dict[str, object]
 
 
@@ -113,42 +114,6 @@ def to_text(example: Example) -> Record:
     return {"text": example.text}
 
 
-def _struct(**fields: pa.DataType) -> pa.StructType:
-    return pa.struct(list(fields.items()))
-
-
-_S = pa.string()
-_MEDIA = _struct(format=_S, source=_struct(s3Location=_struct(uri=_S, bucketOwner=_S)))
-_BLOCK = _struct(text=_S, image=_MEDIA, video=_MEDIA)
-_TEXT_BLOCKS = pa.list_(_struct(text=_S))
-_CHAT_TURNS = pa.list_(_struct(role=_S, content=_S))
-_CANDIDATE = _struct(content=_TEXT_BLOCKS, preferenceLabel=_S)
-
-ARROW_SCHEMAS: dict[str, pa.Schema] = {
-    "converse": pa.schema(
-        [
-            ("schemaVersion", _S),
-            ("system", _TEXT_BLOCKS),
-            ("messages", pa.list_(_struct(role=_S, content=pa.list_(_BLOCK)))),
-        ]
-    ),
-    "dpo": pa.schema(
-        [
-            ("schemaVersion", _S),
-            ("system", _TEXT_BLOCKS),
-            (
-                "messages",
-                pa.list_(_struct(role=_S, content=pa.list_(_BLOCK), candidates=pa.list_(_CANDIDATE))),
-            ),
-        ]
-    ),
-    "chat": pa.schema([("messages", _CHAT_TURNS)]),
-    "prompt-response": pa.schema([("prompt", _S), ("response", _S)]),
-    "preference": pa.schema([("prompt", _CHAT_TURNS), ("chosen", _CHAT_TURNS), ("rejected", _CHAT_TURNS)]),
-    "text": pa.schema([("text", _S)]),
-}
-
-
 @dataclass(frozen=True, slots=True)
 class OutputFormat:
     """A ``--to`` target: its encoder, the input kinds it takes, and the ``ds check`` format for its rules."""
@@ -161,6 +126,8 @@ class OutputFormat:
     @property
     def schema(self) -> pa.Schema:
         """The Arrow schema of Parquet output."""
+        from tunekit_data.convert.arrow_schemas import ARROW_SCHEMAS
+
         return ARROW_SCHEMAS[self.name]
 
 

@@ -5,7 +5,7 @@ its name only when the run completes, so a crashed or interrupted run never leav
 (or S3 object) that looks finished.
 
 ``-o`` decides the layout: ``*.jsonl`` (``.gz`` / ``.zst`` compressed too) writes JSONL, ``*.parquet``
-writes Parquet with the target's Arrow schema (``outputs.ARROW_SCHEMAS``), anything else is a folder
+writes Parquet with the target's Arrow schema (``arrow_schemas.ARROW_SCHEMAS``), anything else is a folder
 of ``train-00000.jsonl`` shards of ``shard_size`` records. With ``--split validation=0.1`` the held-out
 records go beside the training output: ``out.validation.jsonl``, or ``validation-00000.jsonl`` shards.
 
@@ -30,11 +30,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tunekit_data import storage
+from tunekit_data.convert.outputs import DEFAULT_SHARD_SIZE
 from tunekit_data.errors import InputError, UsageError
 from tunekit_data.s3 import is_s3
 
 TRAIN = "train"
-DEFAULT_SHARD_SIZE = 100_000
 _COMPRESSION = {".gz": "gzip", ".zst": "zstd"}
 
 

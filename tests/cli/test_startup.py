@@ -1,0 +1,105 @@
+"""`ds` starts instantly: what each command imports, measured in a fresh interpreter.
+
+The rule these tests hold: a `tunekit_cli/*_cmd.py` module imports only typer and the light parts of
+tunekit_data (errors, rules, profiles, the format tables) at its top; pyarrow, numpy, rich's tables,
+tokenizers, torch, ray ... are imported inside the function that uses them. Module lists, not
+wall-clock times, so that a busy CI machine cannot make them flaky; the one timing test is slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+SFT = ROOT / "examples" / "data" / "sft.jsonl"
+CMD_MODULES = sorted(f"tunekit_cli.{p.stem}" for p in (ROOT / "apps/cli/src/tunekit_cli").glob("*_cmd.py"))
+# Never needed to parse arguments or print help (~0.05-0.3 s each on a 2-core machine).
+HEAVY = (
+    "numpy", "pyarrow", "polars", "pandas", "torch", "transformers", "tokenizers", "datasets", "ray",
+    "pydantic", "rich", "tunekit_data.check", "tunekit_data.reader", "tunekit_data.storage",
+    "tunekit_data.convert.pipeline", "tunekit_tokenize", "tunekit_train",
+)  # fmt: skip
+# Never needed by `ds check` or `ds convert`, which do need pyarrow and numpy.
+NOT_FOR_DATA = tuple(m for m in HEAVY if m not in {"numpy", "pyarrow", "rich"} and not m.startswith("tunekit_data"))
+
+PROBE = """
+import json, sys
+argv, report = json.loads(sys.argv[1]), sys.argv[2]
+sys.argv = ["ds", *argv]
+from tunekit_cli.ds import cli
+try:
+    cli()
+except SystemExit as exc:
+    code = exc.code
+with open(report, "w") as f:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+"""
+
+
+def loaded(modules: list[str], names: tuple[str, ...]) -> list[str]:
+    """The packages of ``names`` that ``modules`` holds (a package counts when any submodule loaded)."""
+    return sorted({n for n in names for m in modules if m == n or m.startswith(f"{n}.")})
+
+
+def run_ds(argv: list[str], tmp_path: Path) -> tuple[int, list[str]]:
+    """Run the `ds` console script's entry point on ``argv`` in a fresh interpreter: exit code, modules."""
+    report = tmp_path / "modules.json"
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(argv), str(report)], capture_output=True, check=False, cwd=ROOT)
+    assert report.exists(), proc.stderr.decode()
+    result = json.loads(report.read_text())
+    return result["code"], result["modules"]
+
+
+@pytest.mark.parametrize("argv", [[], ["--help"], ["check", "--help"], ["convert", "--help"], ["pack", "--help"]])
+def test_help_imports_nothing_heavy(argv: list[str], tmp_path: Path) -> None:
+    code, modules = run_ds(argv, tmp_path)
+    assert code in (0, None, 2)  # no_args_is_help exits 2, as click does
+    assert loaded(modules, HEAVY) == []
+
+
+@pytest.mark.parametrize("module", CMD_MODULES)
+def test_command_modules_import_nothing_heavy_at_their_top(module: str) -> None:
+    code = f"import json, sys; import {module}; print(json.dumps(sorted(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, text=True)
+    heavy = loaded(json.loads(proc.stdout), HEAVY)
+    assert heavy == [], f"{module} imports {heavy} at its top: import them inside the function that uses them"
+
+
+def test_check_json_loads_the_validator_but_no_printing_or_tokenizer(tmp_path: Path) -> None:
+    code, modules = run_ds(["check", "--json", str(SFT)], tmp_path)
+    assert code == 0
+    assert loaded(modules, ("pyarrow", "tunekit_data.check")) == ["pyarrow", "tunekit_data.check"]
+    assert loaded(modules, (*NOT_FOR_DATA, "rich")) == []
+
+
+def test_check_human_output_loads_rich_tables_not_typers_help(tmp_path: Path) -> None:
+    code, modules = run_ds(["check", str(SFT)], tmp_path)
+    assert code == 0
+    assert "rich.table" in modules
+    assert loaded(modules, (*NOT_FOR_DATA, "typer.rich_utils", "markdown_it")) == []
+
+
+def test_convert_json_loads_no_tokenizer(tmp_path: Path) -> None:
+    code, modules = run_ds(["convert", str(SFT), "--to", "chat", "-o", str(tmp_path / "out.jsonl"), "--json"], tmp_path)
+    assert code == 0 and (tmp_path / "out.jsonl").exists()
+    assert loaded(modules, (*NOT_FOR_DATA, "rich")) == []
+
+
+@pytest.mark.slow
+def test_help_starts_in_well_under_half_a_second() -> None:
+    # Loose on purpose (measured 0.15 s on a loaded 2-core machine, 0.50 s before issue 18).
+    ds = Path(sys.executable).with_name("ds")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as installed: with .pyc
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        subprocess.run([str(ds), "--help"], check=True, capture_output=True, env=env)
+        times.append(time.perf_counter() - start)
+    assert sorted(times)[2] < 0.5, times
