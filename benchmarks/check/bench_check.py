@@ -4,7 +4,11 @@ In one run, on the same generated files (``gen.py``; cached in ``benchmarks/_dat
 
 * ``ds check FILE --json --format sft|dpo --workers N`` - the real CLI, as a subprocess;
 * ``orjson`` - ``orjson.loads`` of every line on one core (``baselines.py``), the raw ceiling;
-* ``pydantic`` - one ``json.loads`` + ``model_validate`` per line, like AWS's V2 validator.
+* ``pydantic`` - one ``json.loads`` + ``model_validate`` per line, like AWS's V2 validator;
+* ``aws validator`` (optional, ``--aws-validator PATH``) - AWS's own script, run as a user runs it:
+  ``nova_ft_dataset_validator.py`` from aws-samples/amazon-nova-samples
+  (customization/bedrock-finetuning/understanding/dataset_validation/). It is not part of tunekit:
+  obtain a copy yourself and pass its path (it needs pydantic, which the workspace has).
 
 Each tool runs as its own subprocess, so wall time includes interpreter start-up for all of them and
 memory is measured per tool. Memory and CPU are sampled over the whole process tree (``ds check``
@@ -26,6 +30,8 @@ Usage::
 
     uv run --group bench python benchmarks/check/bench_check.py --size 1GB --workers 2 --rss-file-size 4GB
     uv run --group bench python benchmarks/check/bench_check.py --size 216MB --mix 1,0,0   # the AWS-file analogue
+    uv run --group bench python benchmarks/check/bench_check.py --size 216MB --mix 1,0,0 \
+        --aws-validator /path/to/nova_ft_dataset_validator.py                              # + AWS's script
 
 Prints a table, then one line of JSON with every figure.
 """
@@ -34,9 +40,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import importlib.util
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -428,6 +436,25 @@ def run_baseline(tool: str, meta: dict[str, Any], repeat: int, idle_wait: float 
     return row
 
 
+# The AWS script's options matching `ds check`'s defaults (--profile nova-lite-1, --platform sagemaker),
+# with --skip-bad-samples so that it checks every line rather than stop at the first invalid one.
+AWS_ARGS = "-m lite -p sagemaker --skip-bad-samples"
+_AWS_COUNTS = re.compile(rb"(Valid|Failed) samples:\s+(\d+)")
+
+
+def run_aws(script: Path, meta: dict[str, Any], args: str, repeat: int, idle_wait: float = 0.0) -> Row:
+    """Time AWS's own validator script on one file in its own interpreter; its report gives the counts."""
+    cmd = [sys.executable, str(script), "-i", meta["path"], "-t", meta["format"], *shlex.split(args)]
+    run = timed(cmd, repeat, idle_wait)
+    row = _row("aws validator", meta, run)
+    counts = dict(_AWS_COUNTS.findall(run.stdout))
+    if len(counts) == 2:
+        row.valid, row.invalid = int(counts[b"Valid"]), int(counts[b"Failed"])
+    else:
+        row.note = f"exit {run.exit}, no report: {(run.stdout + run.stderr.encode()).decode(errors='replace').strip()[-200:]}"
+    return row
+
+
 # --- report -----------------------------------------------------------------------------------------
 
 
@@ -488,17 +515,18 @@ def _fmt_table(rows: list[Row]) -> str:
         "MB/cpu-s",
         "other cpu s",
         "x pydantic",
+        "x aws",
         "% orjson",
         "ok",
     )
     out = [head]
     for r in rows:
-        pyd, orj = ref.get((r.file, "pydantic")), ref.get((r.file, "orjson"))
+        pyd, orj, aws = (ref.get((r.file, tool)) for tool in ("pydantic", "orjson", "aws validator"))
         ok = "" if r.verified is None else ("yes" if r.verified else "NO")
         out.append((
             r.tool, Path(r.file).name if r.file != "*" else "all files", f"{r.bytes / 1e6:,.0f}", f"{r.lines:,}",
             f"{r.wall:.2f}", f"{r.mb_s:,.1f}", f"{r.lines_s:,.0f}", f"{r.peak_rss / 1e6:,.0f}", f"{r.peak_pss / 1e6:,.0f}",
-            f"{r.cpu:.1f}", f"{r.bytes / 1e6 / max(r.cpu, 1e-9):,.0f}", f"{r.other_cpu:.1f}", f"{r.mb_s / pyd.mb_s:.1f}x" if pyd else "", f"{100 * r.mb_s / orj.mb_s:.0f}%" if orj else "", ok,
+            f"{r.cpu:.1f}", f"{r.bytes / 1e6 / max(r.cpu, 1e-9):,.0f}", f"{r.other_cpu:.1f}", f"{r.mb_s / pyd.mb_s:.1f}x" if pyd else "", f"{r.mb_s / aws.mb_s:.1f}x" if aws else "", f"{100 * r.mb_s / orj.mb_s:.0f}%" if orj else "", ok,
         ))  # fmt: skip
     widths = [max(len(str(row[i])) for row in out) for i in range(len(head))]
     lines = [
@@ -552,6 +580,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--skip-baselines", action="store_true", help="time ds check only")
     ap.add_argument(
+        "--aws-validator",
+        type=Path,
+        default=None,
+        help="also time AWS's nova_ft_dataset_validator.py (a copy you obtained from aws-samples/amazon-nova-samples)",
+    )
+    ap.add_argument("--aws-args", default=AWS_ARGS, help=f"its options besides -i and -t (default: {AWS_ARGS!r})")
+    ap.add_argument(
         "--rss-file-size",
         type=gen.parse_size,
         default=None,
@@ -567,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
     workers = [int(w) for w in args.workers.split(",")]
     ds_cmd = shlex.split(args.ds)
 
+    if args.aws_validator is not None and not args.aws_validator.is_file():
+        ap.error(f"--aws-validator {args.aws_validator}: no such file")
     metas = ensure_data(args.size, args.seed, args.mix, args.invalid_share, data_dir=args.data_dir)
     rows: list[Row] = []
     for meta in metas:
@@ -578,6 +615,9 @@ def main(argv: list[str] | None = None) -> int:
             for tool in ("orjson", "pydantic"):
                 rows.append(run_baseline(tool, meta, args.repeat, args.idle_wait))
                 print(f"  {tool} {Path(meta['path']).name}: {rows[-1].mb_s:,.1f} MB/s", file=sys.stderr)
+        if args.aws_validator is not None:
+            rows.append(run_aws(args.aws_validator, meta, args.aws_args, args.repeat, args.idle_wait))
+            print(f"  aws validator {Path(meta['path']).name}: {rows[-1].mb_s:,.1f} MB/s", file=sys.stderr)
     all_rows = rows + totals(rows)
 
     rss_rows: list[Row] = []
@@ -620,6 +660,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [r.to_dict() for r in all_rows],
         "rss_file": [r.to_dict() for r in rss_rows],
     }
+    if args.aws_validator is not None:  # which copy of the script: they differ between commits
+        result["aws_validator_sha256"] = hashlib.sha256(args.aws_validator.read_bytes()).hexdigest()
     print(orjson.dumps(result).decode())
     return 0 if all(r.verified is not False for r in rows + rss_rows) else 1
 
