@@ -12,7 +12,7 @@ processes; DDP keeps them whole and adds its gradient buckets):
   decoder layer saves for backward, counted tensor by tensor (`_saved_per_token`: the norms' inputs and
   outputs, q/k/v with their rotary inputs, attention output, the MLP's gate, up, activation and product),
   for every layer without checkpointing; with it, one ``hidden``-wide input per layer plus one layer's
-  full set while it is recomputed. Plus the embeddings' and final norm's outputs, the gradient of the
+  full set and its gradients while it is recomputed. Plus the embeddings' and final norm's outputs, the gradient of the
   hidden states in flight, and SDPA's or eager's block-causal mask (``L^2`` per row: flash-attention
   and flex-attention build none);
 - loss buffers: one chunk of float32 logits with its softmax and gradient, and the head's float32
@@ -187,9 +187,12 @@ def make_plan(
     per_layer = _saved_per_token(shape, act_bytes, norm_bytes) * tokens
     outside = tokens * shape.hidden * (act_bytes + 2 * norm_bytes + 2 * 4)  # embeddings, final norm, gradient in flight
     without = shape.layers * per_layer + outside
-    with_ckpt = shape.layers * tokens * shape.hidden * norm_bytes + per_layer + outside
-    if attention in ("sdpa", "eager"):
-        terms["attention_mask"] = config.micro_batch_size * config.max_length**2 * (1 if attention == "sdpa" else act_bytes)
+    # Checkpointed: the layer inputs, and in backward one layer's recomputed tensors with the gradients
+    # computed from them (measured on CPU: about twice the layer's saved set at the peak).
+    with_ckpt = shape.layers * tokens * shape.hidden * norm_bytes + 2 * per_layer + outside
+    if attention in ("sdpa", "eager"):  # `tunekit_train.attention`: bool on CUDA SDPA, additive float otherwise
+        float_mask = attention == "eager" or dev.type == "cpu"
+        terms["attention_mask"] = config.micro_batch_size * config.max_length**2 * (frozen_bytes if float_mask else 1)
     chunk = min(config.loss_chunk_tokens, tokens)
     terms["loss_buffers"] = 3 * chunk * shape.vocab * 4 + shape.vocab * shape.hidden * 4
     usable = None if budget is None else int(budget * (1 - CUDA_RESERVE if dev.type == "cuda" else 1))

@@ -99,6 +99,9 @@ def run_training(
     recipe, config = loaded.recipe, loaded.recipe.training_config
     paths = _check_runnable(loaded)
     world = distributed.init_from_env()  # None unless launched by torchrun (or with its variables)
+    device = world.device() if world is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    plan = plan_recipe(loaded, device=device.type, budget=memory_budget, processes=world.size if world is not None else 1)
+    check_fits(plan, loaded)  # before anything is written, any data packed or any weight loaded
     run_dir, resume_from = _run_dir(recipe, output_dir, resume)
     if world is not None:  # every rank decides on the run directory before rank 0 writes into it
         world.barrier()
@@ -108,10 +111,7 @@ def run_training(
         (run_dir / "recipe.yaml").write_text(yaml.safe_dump(loaded.resolved, sort_keys=False), encoding="utf-8")
 
     torch.manual_seed(config.seed)  # dropout and LoRA init draw from the global generator
-    device = world.device() if world is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backend = resolve_backend(config.attn_implementation, device)
-    plan = plan_recipe(loaded, device=device.type, budget=memory_budget, processes=world.size if world is not None else 1)
-    check_fits(plan, loaded)  # before any data is packed or weight loaded
     # Rank 0 first: it packs JSONL inputs into the run's cache and saves a random base; the others reuse them.
     with world.main_first() if world is not None else contextlib.nullcontext():
         train_rows = open_rows(paths.train, config=config, tokenizer=paths.tokenizer, cache=run_dir / "data" / "train")
