@@ -18,11 +18,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tunekit_cli import plan_cmd
 from tunekit_cli.runner import run_app
 
 app = typer.Typer(
     name="train",
-    help="Fine-tune open models from Nova-style recipes: run, status, generate, export.",
+    help="Fine-tune open models from Nova-style recipes: run, plan, status, generate, export.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -55,6 +56,7 @@ def run(
     master_addr: Annotated[str | None, typer.Option(help="address of the node with rank 0 (multi-node jobs)")] = None,
     master_port: Annotated[int, typer.Option(help="port of the rendezvous on the rank-0 node")] = 29500,
     endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint for s3:// data and output paths (default: $AWS_ENDPOINT_URL, else AWS)")] = None,
+    gpu_memory: plan_cmd.GpuMemory = None,
 ) -> int:
     """Train a model as RECIPE says; Ctrl-C stops after the current step with a checkpoint.
 
@@ -64,6 +66,7 @@ def run(
     _before_torch()
     from tunekit_data.s3 import set_endpoint
     from tunekit_train.launch import Launch, launch, under_launcher
+    from tunekit_train.plan import parse_size
     from tunekit_train.recipe import load_recipe
     from tunekit_train.run import run_training
 
@@ -76,13 +79,15 @@ def run(
         args += [f"--output-dir={output_dir}"] if output_dir is not None else []
         args += [f"--resume={resume}"] if resume is not None else []
         args += ["--json"] if json_output else []
+        args += [f"--gpu-memory={gpu_memory}"] if gpu_memory is not None else []
         where = Launch(nproc_per_node, nnodes, node_rank, master_addr, master_port)
         return launch(where, loaded.recipe.run.replicas, args)
     if rank == 0:
         for warning in loaded.warnings:
             err.print(f"[yellow]warning:[/yellow] {warning}")
     try:
-        state = run_training(loaded, output_dir=output_dir, resume=resume, show_progress=not json_output)
+        budget = parse_size(gpu_memory) if gpu_memory is not None else None
+        state = run_training(loaded, output_dir=output_dir, resume=resume, show_progress=not json_output, memory_budget=budget)
     except Exception as exc:
         if not under_launcher():
             raise
@@ -171,6 +176,9 @@ def export(
     else:
         out.print(f"exported {result['kind']} from {result['source']} to {result['output']}: {', '.join(result['files'])}")
     return 0
+
+
+app.command("plan")(plan_cmd.plan)
 
 
 def _rank_failed(rank: int, exc: Exception) -> int:

@@ -5,8 +5,8 @@ embeddings see each sequence from position 0) and attention is restricted per se
 
 - ``flash_attention_2`` (GPU, when installed): the micro-batch is flattened into one row and the kernel gets
   ``cu_seq_lens``; no mask is materialised (attention cost is sum(len_i^2), not len^2).
-- ``sdpa`` / ``eager``: a block-diagonal causal 4-D mask ``[batch, 1, L, L]`` (bool for SDPA, additive float
-  for eager). Padding at the end of a shorter row is its own segment, so no row of the mask is empty.
+- ``sdpa`` / ``eager``: a block-diagonal causal 4-D mask ``[batch, 1, L, L]`` (bool for SDPA on CUDA, additive
+  float for eager and for SDPA on CPU). Padding at the end of a shorter row is its own segment, so no row of the mask is empty.
 - ``flex_attention``: the same segment rule as a ``BlockMask``, which skips fully masked blocks.
 
 Transformers returns a 4-D mask or a BlockMask to the attention layers unchanged, so what is built here is
@@ -51,8 +51,10 @@ def attention_kwargs(segment_ids: torch.Tensor, backend: Backend, dtype: torch.d
     if backend == "flex_attention":
         return {"attention_mask": _block_mask(segment_ids)}
     mask = block_causal_mask(segment_ids)
-    if backend == "eager":
+    if backend == "eager" or mask.device.type == "cpu":
         # Eager attention adds the mask to the scores: 0 where allowed, the dtype's minimum elsewhere.
+        # SDPA on CPU turns a boolean mask into such a float mask at every call, and each layer kept its
+        # own copy for backward (4 L^2 bytes per layer, measured); built once here, all layers share it.
         mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
     return {"attention_mask": mask}
 

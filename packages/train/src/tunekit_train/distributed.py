@@ -46,6 +46,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.fsdp import FSDPModule, fully_shard
 
 from tunekit_data.errors import ConfigError
+from tunekit_train.checkpointing import decoder_layers
 from tunekit_train.data import BatchStream, PackedRows
 from tunekit_train.logs import RunLog
 
@@ -142,10 +143,8 @@ def shard(model: nn.Module) -> nn.Module:
     # base rank 0 saved drew fewer random numbers before LoRA's init, so their adapters start elsewhere.)
     for tensor in [*model.parameters(), *model.buffers()]:
         dist.broadcast(tensor.detach(), src=0)
-    layer_classes = {name for module in model.modules() for name in getattr(module, "_no_split_modules", None) or ()}
-    for module in list(model.modules()):
-        if type(module).__name__ in layer_classes:
-            fully_shard(module)
+    for module in decoder_layers(model):
+        fully_shard(module)
     fully_shard(model)
     return model
 

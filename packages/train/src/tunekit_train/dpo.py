@@ -33,7 +33,7 @@ from torch import nn
 from tunekit_data.errors import InputError
 from tunekit_train.attention import Backend
 from tunekit_train.data import IGNORE, Batch, PackedRows, collate
-from tunekit_train.losses import MetricSums, trained_logits
+from tunekit_train.losses import DEFAULT_CHUNK, MetricSums, token_losses, trained_hidden
 from tunekit_train.recipe import DPO_METRICS, DpoCfg
 
 REFERENCE_COLUMN = "ref_logps"
@@ -76,7 +76,7 @@ class PairBatch:
 
     tokens: Batch
     target_segments: torch.Tensor
-    """Segment of each trained token, in the order `trained_logits` returns them."""
+    """Segment of each trained token, in the order `trained_hidden` returns them."""
     n_segments: int
     reference: torch.Tensor | None = None
 
@@ -115,11 +115,14 @@ def collate_pairs(rows: list[dict[str, np.ndarray]], *, flatten: bool) -> PairBa
     return PairBatch(tokens, target_segments, sum(counts), reference)
 
 
-def segment_logps(model: nn.Module, batch: PairBatch, backend: Backend) -> torch.Tensor:
-    """Summed log-prob of each segment's trained tokens, ``[n_segments]``, from one forward pass."""
-    logits, targets = trained_logits(model, batch.tokens, backend)
-    token_logps = -F.cross_entropy(logits, targets, reduction="none")
-    return torch.zeros(batch.n_segments, device=logits.device).index_add(0, batch.target_segments, token_logps)
+def segment_logps(model: nn.Module, batch: PairBatch, backend: Backend, *, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """Summed log-prob of each segment's trained tokens, ``[n_segments]``, from one forward pass.
+
+    The output head runs ``chunk`` trained tokens at a time (`tunekit_train.losses.token_losses`).
+    """
+    hidden, head, targets = trained_hidden(model, batch.tokens, backend)
+    token_logps = -token_losses(hidden, head, targets, chunk=chunk)
+    return torch.zeros(batch.n_segments, device=hidden.device).index_add(0, batch.target_segments, token_logps)
 
 
 def pair_losses(policy: torch.Tensor, reference: torch.Tensor, lengths: torch.Tensor, cfg: DpoCfg) -> torch.Tensor:
@@ -167,13 +170,13 @@ class DpoLoss:
     Returns the summed per-pair loss and `pair_metrics` (the `tunekit_train.losses.LossFn` contract).
     """
 
-    def __init__(self, cfg: DpoCfg, reference: Reference) -> None:
-        self.cfg, self.reference = cfg, reference
+    def __init__(self, cfg: DpoCfg, reference: Reference, *, chunk: int = DEFAULT_CHUNK) -> None:
+        self.cfg, self.reference, self.chunk = cfg, reference, chunk
 
     def __call__(self, model: nn.Module, batch: PairBatch, backend: Backend) -> tuple[torch.Tensor, MetricSums]:
         # Reference first: its no-grad activations are freed before the policy's graph is built.
         with torch.no_grad():
             reference = self.reference(model, batch, backend)
-        policy = segment_logps(model, batch, backend)
+        policy = segment_logps(model, batch, backend, chunk=self.chunk)
         losses = pair_losses(policy, reference, batch.answer_lengths(), self.cfg)
         return losses.sum(), pair_metrics(policy, reference, self.cfg.beta)

@@ -10,7 +10,6 @@ step, checkpoints, and returns ``stopped``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
 import threading
@@ -28,6 +27,7 @@ from tunekit_train.data import BatchStream, Step
 from tunekit_train.distributed import World, check_fault, sync_gradients
 from tunekit_train.logs import RunLog
 from tunekit_train.losses import LossFn, MetricSums
+from tunekit_train.precision import autocast
 from tunekit_train.recipe import EarlyStoppingParams
 
 Outcome = Literal["completed", "early_stopped", "stopped"]
@@ -74,6 +74,8 @@ class LoopParts:
     device: torch.device
     world: World | None = None
     """The data-parallel job this process is a rank of (None: one process)."""
+    precision: str = "auto"
+    """``training_config.precision`` (`tunekit_train.precision.autocast`)."""
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,7 @@ def _optimizer_step(parts: LoopParts, step: Step, clip: float) -> tuple[float, d
     sums: MetricSums = {}
     for i, batch in enumerate(step.micro_batches):
         with sync_gradients(parts.model, last=i == len(step.micro_batches) - 1):
-            with autocast(parts.device):
+            with autocast(parts.device, parts.precision):
                 loss_sum, metrics = parts.loss_fn(parts.model, batch.to(parts.device), parts.backend)
             if units:
                 (loss_sum * scale / units).backward()
@@ -264,21 +266,13 @@ def evaluate(parts: LoopParts) -> tuple[float, dict[str, float]]:
     total, units = 0.0, 0
     sums: MetricSums = {}
     for batch in parts.val.micro_batches():
-        with autocast(parts.device):
+        with autocast(parts.device, parts.precision):
             loss_sum, metrics = parts.loss_fn(parts.model, batch.to(parts.device), parts.backend)
         total += float(loss_sum)
         _accumulate(sums, metrics)
         units += batch.n_targets
     parts.model.train()
     return total / max(units, 1), {k: float(v) / max(units, 1) for k, v in sums.items()}
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """The compute precision of every forward pass of a run (training, validation, reference log-probs)."""
-    # bf16 autocast on GPU (float32 master weights); plain float32 on CPU, where bf16 matmuls are slower.
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _lr(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler) -> float:

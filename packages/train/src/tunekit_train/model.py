@@ -22,6 +22,7 @@ from torch import nn
 
 from tunekit_data.errors import InputError
 from tunekit_train.attention import Backend
+from tunekit_train.recipe import TrainingConfig
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -119,3 +120,22 @@ def _input_dropout(p: float) -> Any:
         return (nn.functional.dropout(args[0], p, module.training), *args[1:])
 
     return hook
+
+
+def prepare_model(model: nn.Module, config: TrainingConfig, *, checkpointing: bool, device: torch.device) -> list[str]:
+    """Apply the recipe's memory and speed settings to a built model (after LoRA and dropouts, before
+    sharding): bf16 storage (``precision``), per-layer activation checkpointing, ``compile``.
+
+    Returns notes for the run's events; warnings start with ``warning:``.
+    """
+    from tunekit_train.checkpointing import checkpoint_layers, compile_layers
+    from tunekit_train.precision import precision_warnings, resolve_precision, store_weights
+
+    store_weights(model, config.precision, device)
+    notes = [f"warning: {w}" for w in precision_warnings(config.precision, device)]
+    notes.append(f"precision: {resolve_precision(config.precision, device)}")
+    if checkpointing:
+        notes.append(f"activation checkpointing: {checkpoint_layers(model)} decoder layers")
+    if config.compile:
+        notes.append(f"compile: {compile_layers(model)} decoder layers")
+    return notes

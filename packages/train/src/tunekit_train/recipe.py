@@ -382,9 +382,32 @@ class TrainingConfig(_Section):
     enable_fsdp: bool | None = None
     """SageMaker JumpStart's hyperparameter, accepted here in ``training_config``: true is
     ``strategy: fsdp``, false is ``strategy: ddp`` (it must not contradict an explicit ``strategy``)."""
+    activation_checkpointing: Annotated[Literal["auto"] | bool, BeforeValidator(_lower)] = "auto"
+    """Recompute each decoder layer's activations in backward instead of keeping them (non-reentrant
+    ``torch.utils.checkpoint``): about a third more compute for a fraction of the activation memory.
+    ``auto`` turns it on when the memory plan (``train plan``) says the run does not fit without it."""
+    gradient_checkpointing: Annotated[Literal["auto"] | bool | None, BeforeValidator(_lower)] = None
+    """SageMaker JumpStart's name for ``activation_checkpointing`` (it must not contradict it)."""
+    loss_chunk_tokens: int = Field(4096, ge=1)
+    """Trained tokens whose logits are computed at a time: the loss never holds more than
+    ``loss_chunk_tokens x vocab`` float32 logits (4096 x 128k vocab = 2 GiB at most)."""
+    precision: Literal["auto", "fp32", "bf16-mixed", "bf16"] = "auto"
+    """``fp32``: float32 weights and compute; ``bf16-mixed``: float32 weights, bf16 autocast;
+    ``bf16``: weights stored in bf16 (for LoRA only the frozen base, which halves its memory; the
+    adapters and their optimizer state stay float32) with bf16 autocast. ``auto``: bf16-mixed on CUDA,
+    fp32 on CPU (where bf16 matmuls are slow; bf16 there is allowed, with a warning)."""
+    compile: bool = False
+    """``torch.compile`` each decoder layer (the first steps are slower while it compiles)."""
     exp_manager: ExpManager = ExpManager()
     trainer: Trainer = Trainer()
     model: ModelSection = ModelSection()
+
+    @property
+    def checkpointing(self) -> Literal["auto"] | bool:
+        """``activation_checkpointing``, or JumpStart's ``gradient_checkpointing`` when only that is set."""
+        if "activation_checkpointing" not in self.model_fields_set and self.gradient_checkpointing is not None:
+            return self.gradient_checkpointing
+        return self.activation_checkpointing
 
     @property
     def method(self) -> Method:
@@ -425,6 +448,14 @@ class TrainingConfig(_Section):
         # Only an explicit strategy can contradict the alias: the default "ddp" yields to enable_fsdp.
         if self.enable_fsdp is not None and "strategy" in self.model_fields_set and (self.strategy == "fsdp") != self.enable_fsdp:
             msg = f"enable_fsdp: {str(self.enable_fsdp).lower()} contradicts strategy: {self.strategy}; set only one of them"
+            raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _checkpointing_alias_agrees(self) -> TrainingConfig:
+        alias = self.gradient_checkpointing
+        if alias is not None and "activation_checkpointing" in self.model_fields_set and alias != self.activation_checkpointing:
+            msg = f"gradient_checkpointing: {alias} contradicts activation_checkpointing: {self.activation_checkpointing}; set only one of them"
             raise ValueError(msg)
         return self
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import os
 import time
@@ -36,8 +37,9 @@ from torch import nn
 from tunekit_train.attention import Backend, flattens_rows
 from tunekit_train.data import REQUIRED_COLUMNS, BatchStream, Column, PackedRows
 from tunekit_train.dpo import REFERENCE_COLUMN, PairBatch, Reference, collate_pairs, segment_logps
-from tunekit_train.loop import autocast
 from tunekit_train.lora import is_lora
+from tunekit_train.losses import DEFAULT_CHUNK
+from tunekit_train.precision import autocast, resolve_precision
 from tunekit_train.recipe import TrainingConfig
 
 CACHE_DIR = "reference"
@@ -54,10 +56,10 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(training)
 
 
-def model_reference(model: nn.Module, batch: PairBatch, backend: Backend) -> torch.Tensor:
+def model_reference(model: nn.Module, batch: PairBatch, backend: Backend, *, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
     """Per-segment log-probs of ``model`` as it is now, in eval mode (full-rank precompute, `FrozenCopy`)."""
     with _eval_mode(model):
-        return segment_logps(model, batch, backend)
+        return segment_logps(model, batch, backend, chunk=chunk)
 
 
 class AdaptersOff:
@@ -67,22 +69,22 @@ class AdaptersOff:
     no-grad reference pass never goes through gradient synchronisation.
     """
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
+    def __init__(self, model: nn.Module, *, chunk: int = DEFAULT_CHUNK) -> None:
+        self.model, self.chunk = model, chunk
 
     def __call__(self, policy: nn.Module, batch: PairBatch, backend: Backend) -> torch.Tensor:
         with self.model.disable_adapter():  # type: ignore[operator]
-            return model_reference(self.model, batch, backend)
+            return model_reference(self.model, batch, backend, chunk=self.chunk)
 
 
 class FrozenCopy:
     """A frozen copy of the starting model, for full-rank DPO without precomputed log-probs."""
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+    def __init__(self, model: nn.Module, *, chunk: int = DEFAULT_CHUNK) -> None:
+        self.model, self.chunk = copy.deepcopy(model).eval().requires_grad_(False), chunk
 
     def __call__(self, policy: nn.Module, batch: PairBatch, backend: Backend) -> torch.Tensor:
-        return model_reference(self.model, batch, backend)
+        return model_reference(self.model, batch, backend, chunk=self.chunk)
 
 
 def precomputed(model: nn.Module, batch: PairBatch, backend: Backend) -> torch.Tensor:
@@ -99,35 +101,44 @@ def build_reference(
     With ``precompute_ref`` every ``rows`` gets its reference column (from the cache or computed now).
     """
     assert config.model.dpo_cfg is not None
-    lora = is_lora(model)
+    lora, chunk = is_lora(model), config.loss_chunk_tokens
     if not config.model.dpo_cfg.precompute_ref:
         if lora:
-            return AdaptersOff(model), ["reference: the policy with its LoRA adapters disabled"]
-        return FrozenCopy(model), ["reference: a frozen copy of the starting model"]
-    online = AdaptersOff(model) if lora else model_reference
+            return AdaptersOff(model, chunk=chunk), ["reference: the policy with its LoRA adapters disabled"]
+        return FrozenCopy(model, chunk=chunk), ["reference: a frozen copy of the starting model"]
+    online = AdaptersOff(model, chunk=chunk) if lora else functools.partial(model_reference, chunk=chunk)
     notes = [
-        attach_reference(rows_, online, model, micro_batch=config.micro_batch_size, backend=backend, device=device)
+        attach_reference(
+            rows_, online, model, micro_batch=config.micro_batch_size, backend=backend, device=device, precision=config.precision
+        )
         for rows_ in rows
     ]
     return precomputed, notes
 
 
 def attach_reference(
-    rows: PackedRows, reference: Reference, model: nn.Module, *, micro_batch: int, backend: Backend, device: torch.device
+    rows: PackedRows,
+    reference: Reference,
+    model: nn.Module,
+    *,
+    micro_batch: int,
+    backend: Backend,
+    device: torch.device,
+    precision: str = "auto",
 ) -> str:
     """Give ``rows`` the column of every segment's reference log-prob; returns what was done, for the events.
 
     Reads ``<pack>/reference/<key>.npy`` when it exists, else computes the values in one no-grad pass and
     writes them there (atomically). A pack directory that cannot be written to is used without a cache.
     """
-    path = Path(rows.source) / CACHE_DIR / f"{reference_key(model, rows, device)}.npy"
+    path = Path(rows.source) / CACHE_DIR / f"{reference_key(model, rows, device, precision)}.npy"
     segments = rows.columns["seq_lens"]
     values = np.load(path) if path.is_file() else None
     if values is not None and len(values) == len(segments.values):
         note = f"reference log-probs: reused {path}"
     else:
         started = time.perf_counter()
-        values = _reference_pass(rows, reference, model, micro_batch=micro_batch, backend=backend, device=device)
+        values = _reference_pass(rows, reference, model, micro_batch=micro_batch, backend=backend, device=device, precision=precision)
         note = f"reference log-probs: computed for {len(values) // 2} pairs in {time.perf_counter() - started:.1f} s"
         try:
             _save_atomic(path, values)
@@ -140,7 +151,7 @@ def attach_reference(
 
 @torch.no_grad()
 def _reference_pass(
-    rows: PackedRows, reference: Reference, model: nn.Module, *, micro_batch: int, backend: Backend, device: torch.device
+    rows: PackedRows, reference: Reference, model: nn.Module, *, micro_batch: int, backend: Backend, device: torch.device, precision: str
 ) -> np.ndarray:
     # Rows in stored order, so the concatenated per-segment values line up with the flat seq_lens column.
     stream = BatchStream(
@@ -148,14 +159,17 @@ def _reference_pass(
     )
     values = []
     for batch in stream.micro_batches():
-        with autocast(device):
+        with autocast(device, precision):
             values.append(reference(model, batch.to(device), backend).float().cpu().numpy())
     return np.concatenate(values)
 
 
-def reference_key(model: nn.Module, rows: PackedRows, device: torch.device) -> str:
-    """Cache key of a reference pass: the reference weights (adapters excluded), the rows, the device type."""
-    digest = hashlib.sha256(f"{_CACHE_VERSION} {device.type}".encode())
+def reference_key(model: nn.Module, rows: PackedRows, device: torch.device, precision: str = "auto") -> str:
+    """Cache key of a reference pass: the reference weights (adapters excluded), the rows, the compute precision."""
+    compute = resolve_precision(precision, device)
+    # The device type alone named the precision before the key existed: keep those keys for the default.
+    tag = device.type if compute == resolve_precision("auto", device) else f"{device.type} {compute}"
+    digest = hashlib.sha256(f"{_CACHE_VERSION} {tag}".encode())
     for name, tensor in model.state_dict().items():
         if "lora_" in name:  # the reference runs with the adapters off
             continue

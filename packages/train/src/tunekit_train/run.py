@@ -27,6 +27,7 @@ checkpoint (weights, moments, schedule, RNG, data position) is loaded over them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -52,8 +53,9 @@ from tunekit_train.logs import RunLog, now
 from tunekit_train.loop import EarlyStopping, LoopParts, Schedule, StopRequest, TrainState, fit
 from tunekit_train.lora import add_lora, is_adapter_dir, is_lora
 from tunekit_train.losses import LOSSES, LossFn
-from tunekit_train.model import Dropouts, apply_dropouts, has_weights, load_model
+from tunekit_train.model import Dropouts, apply_dropouts, has_weights, load_model, prepare_model
 from tunekit_train.optim import build_optimizer, build_scheduler
+from tunekit_train.plan import check_fits, plan_recipe
 from tunekit_train.recipe import DPO_METRICS, LoadedRecipe, Recipe, TrainingConfig
 from tunekit_train.reference import build_reference
 from tunekit_train.remote import Publisher
@@ -77,6 +79,7 @@ def run_training(
     output_dir: Path | None = None,
     resume: str | None = None,
     show_progress: bool = False,
+    memory_budget: int | None = None,
 ) -> dict[str, Any]:
     """Train as the recipe says and return the final ``state.json`` contents.
 
@@ -86,14 +89,19 @@ def run_training(
         resume: ``auto`` (continue the run in the output directory if it has a checkpoint) or a run or
             checkpoint directory to continue from.
         show_progress: draw a progress bar on stderr.
+        memory_budget: bytes per device the memory plan must fit (``--gpu-memory``; default: the GPU's).
 
     Raises:
-        ConfigError: the recipe cannot run here (missing paths, S3, options this model lacks).
+        ConfigError: the recipe cannot run here (missing paths, S3, options this model lacks, or its memory
+            plan does not fit the device: `tunekit_train.plan`).
         UsageError: the output directory holds another run and ``resume`` was not given.
     """
     recipe, config = loaded.recipe, loaded.recipe.training_config
     paths = _check_runnable(loaded)
     world = distributed.init_from_env()  # None unless launched by torchrun (or with its variables)
+    device = world.device() if world is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    plan = plan_recipe(loaded, device=device.type, budget=memory_budget, processes=world.size if world is not None else 1)
+    check_fits(plan, loaded)  # before anything is written, any data packed or any weight loaded
     run_dir, resume_from = _run_dir(recipe, output_dir, resume)
     if world is not None:  # every rank decides on the run directory before rank 0 writes into it
         world.barrier()
@@ -103,7 +111,6 @@ def run_training(
         (run_dir / "recipe.yaml").write_text(yaml.safe_dump(loaded.resolved, sort_keys=False), encoding="utf-8")
 
     torch.manual_seed(config.seed)  # dropout and LoRA init draw from the global generator
-    device = world.device() if world is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backend = resolve_backend(config.attn_implementation, device)
     # Rank 0 first: it packs JSONL inputs into the run's cache and saves a random base; the others reuse them.
     with world.main_first() if world is not None else contextlib.nullcontext():
@@ -115,6 +122,7 @@ def run_training(
         )
         _check_rows(loaded, train_rows, val_rows)
         model, random_init = _build_model(loaded, paths, run_dir, backend)
+    model_notes = prepare_model(model, config, checkpointing=plan.activation_checkpointing, device=device)
     model.to(device)
     loss_fn, reference_notes = _loss(config, model, [r for r in (train_rows, val_rows) if r is not None], backend, device)
     if world is not None:
@@ -148,6 +156,8 @@ def run_training(
         "attention": backend,
         "total_steps": schedule.total_steps,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "activation_checkpointing": plan.activation_checkpointing,
+        "planned_bytes_per_device": plan.total,
     }
     _record_start(log, loaded, run_dir, facts, state=state, resume_from=resume_from, random_init=random_init)
     for split, rows in (("train", train_rows), ("validation", val_rows)):
@@ -155,6 +165,9 @@ def run_training(
             log.event("data", f"{split}: {len(rows)} rows, {rows.n_tokens} tokens from {rows.source}")
     for note in reference_notes:
         log.event("reference", note)
+    for note in model_notes:
+        kind, _, text = note.partition(": ") if note.startswith("warning: ") else ("model", "", note)
+        log.event(kind, text)
     tokenizer = load_tokenizer(paths.tokenizer) if paths.tokenizer and config.eval_prompts else None
     retention = config.exp_manager.checkpoint_callback_params
     checkpointer = ckpt.Checkpointer(
@@ -183,7 +196,7 @@ def run_training(
         if tokenizer is not None:
             _eval_prompts(model, tokenizer, config, log, state.step)
 
-    parts = LoopParts(trained, optimizer, scheduler, loss_fn, backend, stream, _val_stream(config, val_rows, backend), device, world)
+    parts = LoopParts(trained, optimizer, scheduler, loss_fn, backend, stream, _val_stream(config, val_rows, backend), device, world, config.precision)
     early = EarlyStopping(config.exp_manager.early_stopping_callback_params) if config.exp_manager.create_early_stopping_callback else None
     try:
         with StopRequest() as stop:
@@ -344,11 +357,11 @@ def _loss(
 ) -> tuple[LossFn, list[str]]:
     """The method's loss function, and notes for the events (DPO: how the reference is obtained)."""
     if config.method != "dpo":
-        return LOSSES[config.method], []
+        return functools.partial(LOSSES[config.method], chunk=config.loss_chunk_tokens), []
     assert config.model.dpo_cfg is not None
     # The reference is the starting model: built before a resumed run loads its checkpoint.
     reference, notes = build_reference(model, config, rows, backend=backend, device=device)
-    return DpoLoss(config.model.dpo_cfg, reference), notes
+    return DpoLoss(config.model.dpo_cfg, reference, chunk=config.loss_chunk_tokens), notes
 
 
 def _stream(config: TrainingConfig, rows: PackedRows, backend: Backend, world: distributed.World | None) -> BatchStream:
