@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tunekit_cli import eval_cmd, serve_cmd
 from tunekit_cli.runner import run_app
 
 app = typer.Typer(
@@ -171,6 +172,10 @@ def export(
     else:
         out.print(f"exported {result['kind']} from {result['source']} to {result['output']}: {', '.join(result['files'])}")
     return 0
+
+
+app.command("serve")(serve_cmd.serve)
+app.command("eval")(eval_cmd.evaluate)
 
 
 def _rank_failed(rank: int, exc: Exception) -> int:

@@ -1,0 +1,243 @@
+"""The HTTP server of `train serve`: FastAPI routes for the Bedrock Runtime and OpenAI APIs over one engine.
+
+Every request passes the same gate before any route runs: the API key (``Authorization: Bearer``, as
+Bedrock API keys and OpenAI clients send it) and the body size limit. Every failure answers in the
+calling API's error shape (`tunekit_train.serve.errors`); an unexpected one is logged here and answered
+with a 500, so a bad request never takes the server down.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from tunekit_data.errors import UsageError
+from tunekit_train.serve.engine import Delta, Engine, Event, Finish, SamplingParams
+from tunekit_train.serve.errors import ApiError
+from tunekit_train.serve.models import ServedModel
+
+log = logging.getLogger("tunekit.serve")
+_OPEN_PATHS = {"/health"}
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and access of the server."""
+
+    api_key: str | None = None
+    max_tokens_limit: int = 4096
+    """The largest maxTokens / max_tokens a request may ask for."""
+    default_max_tokens: int = 512
+    """Tokens generated when a request gives no limit (bounded by the model's context)."""
+    max_body_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Chat:
+    """A chat request in neutral form: the model, the rendered prompt and how to sample."""
+
+    model: ServedModel
+    prompt: list[int]
+    params: SamplingParams
+
+
+class Server:
+    """The models, the engine and the settings that every route works with."""
+
+    def __init__(self, models: list[ServedModel], engine: Engine, settings: ServeSettings) -> None:
+        self.models = {m.model_id: m for m in models}
+        self.engine = engine
+        self.settings = settings
+        self.started = int(time.time())
+
+    def model(self, model_id: str) -> ServedModel:
+        """The model called ``model_id`` (a Bedrock ARN's last segment counts too).
+
+        Raises:
+            ApiError: no such model.
+        """
+        name = model_id.rsplit("/", 1)[-1] if model_id.startswith("arn:") else model_id
+        if name not in self.models:
+            served = ", ".join(self.models)
+            msg = "not_found"
+            raise ApiError(msg, f"model {model_id!r} is not served here (models: {served})", param="model")
+        return self.models[name]
+
+    def chat(
+        self,
+        model_id: str,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int | None,
+        temperature: float,
+        top_p: float,
+        stop: tuple[str, ...] = (),
+        seed: int | None = None,
+    ) -> Chat:
+        """Render and check a chat request.
+
+        Raises:
+            ApiError: unknown model, a conversation the template refuses, or a prompt/token budget too long.
+        """
+        model = self.model(model_id)
+        limit = self.settings.max_tokens_limit
+        if max_tokens is not None and max_tokens > limit:
+            msg = "validation"
+            raise ApiError(msg, f"max tokens {max_tokens} is above this server's limit of {limit}", param="max_tokens")
+        try:
+            prompt = model.encode(messages)
+        except ValueError as exc:
+            msg = "validation"
+            raise ApiError(msg, str(exc), param="messages") from exc
+        room = model.context - len(prompt)
+        if room < 1 or (max_tokens is not None and max_tokens > room):
+            asked = len(prompt) + (max_tokens or 1)
+            msg = f"this model's context is {model.context} tokens; the prompt is {len(prompt)} tokens and {asked} were requested with the completion"
+            msg_0 = "validation"
+            raise ApiError(msg_0, msg, param="messages")
+        budget = max_tokens if max_tokens is not None else min(self.settings.default_max_tokens, limit, room)
+        return Chat(model, prompt, SamplingParams(budget, temperature, top_p, stop, seed))
+
+    def submit(self, chat: Chat) -> AsyncIterator[Event]:
+        """Start generating."""
+        return self.engine.submit(chat.model, chat.prompt, chat.params)
+
+
+async def complete(events: AsyncIterator[Event]) -> tuple[str, Finish]:
+    """The whole text and the `Finish` of a completion.
+
+    Raises:
+        ApiError: the engine failed on it.
+    """
+    parts: list[str] = []
+    async for item in events:
+        if isinstance(item, Delta):
+            parts.append(item.text)
+        elif item.error:
+            msg = "internal"
+            raise ApiError(msg, f"generation failed: {item.error}")
+        else:
+            return "".join(parts), item
+    msg = "internal"
+    raise ApiError(msg, "generation ended without a result")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused once it passes ``limit`` bytes (declared or streamed).
+
+    Raises:
+        ApiError: too large.
+    """
+    declared = request.headers.get("content-length")
+    too_large = ApiError("too_large", f"request body is larger than this server's limit of {limit} bytes")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(server: Server) -> FastAPI:
+    """The FastAPI application for ``server``."""
+    from tunekit_train.serve import bedrock, openai_api
+
+    app = FastAPI(title="tunekit serve", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.server = server
+
+    @app.middleware("http")
+    async def gate(request: Request, call_next) -> Response:
+        if server.settings.api_key is not None and request.url.path not in _OPEN_PATHS and not _authorized(request, server.settings.api_key):
+            return ApiError("auth", "missing or wrong API key (send Authorization: Bearer KEY)").response(request.url.path)
+        return await call_next(request)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response(request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found" if exc.status_code == 404 else "validation"
+        error = ApiError(kind, f"{request.method} {request.url.path}: {exc.detail}")
+        response = error.response(request.url.path)
+        response.status_code = exc.status_code
+        return response
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("error while serving %s %s", request.method, request.url.path)
+        return ApiError("internal", f"internal error: {type(exc).__name__}").response(request.url.path)
+
+    @app.get("/health")
+    async def health() -> dict[str, object]:
+        return {"status": "ok", "models": list(server.models), **server.engine.stats()}
+
+    app.include_router(bedrock.router)
+    app.include_router(openai_api.router)
+    return app
+
+
+def _authorized(request: Request, key: str) -> bool:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket (port 0 picks a free one), bound before the server starts so its address can be shown.
+
+    Raises:
+        OSError: the address is in use or not available.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def prepare(
+    specs: list[str], *, host: str, port: int, engine: str, settings: ServeSettings, max_batch: int = 32, device: str | None = None
+) -> tuple[Server, socket.socket]:
+    """Bind the address, then load the models ``specs`` name into ``engine``; `run` serves the result.
+
+    Raises:
+        UsageError, InputError: bad arguments or model directories, or the address cannot be bound.
+    """
+    from tunekit_train.serve.engine import make_engine
+    from tunekit_train.serve.models import resolve_models
+
+    models = resolve_models(specs)
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        msg = f"{host}:{port}: cannot listen there: {exc.strerror or exc}"
+        raise UsageError(msg) from exc
+    try:
+        return Server(models, make_engine(engine, models, max_batch=max_batch, device=device), settings), sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+def run(server: Server, sock: socket.socket) -> None:
+    """Serve on ``sock`` until interrupted, then stop the engine."""
+    import uvicorn
+
+    config = uvicorn.Config(create_app(server), log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        server.engine.close()
