@@ -1,14 +1,13 @@
 """The HTTP server of `train serve`: FastAPI routes for the Bedrock Runtime and OpenAI APIs over one engine.
 
-Every request passes the same gate before any route runs: the API key (``Authorization: Bearer``, as
-Bedrock API keys and OpenAI clients send it) and the body size limit. Every failure answers in the
+Every API route first passes the same gate (`Server.admit`): the body size limit, then the API key
+(`tunekit_train.serve.auth`); ``/health`` is open. Every failure answers in the
 calling API's error shape (`tunekit_train.serve.errors`); an unexpected one is logged here and answered
 with a 500, so a bad request never takes the server down.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import socket
 import time
@@ -17,15 +16,15 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 
 from tunekit_data.errors import UsageError
+from tunekit_train.serve.auth import authorized
 from tunekit_train.serve.engine import Delta, Engine, Event, Finish, SamplingParams
 from tunekit_train.serve.errors import ApiError
 from tunekit_train.serve.models import ServedModel
 
 log = logging.getLogger("tunekit.serve")
-_OPEN_PATHS = {"/health"}
 
 
 @dataclass(frozen=True)
@@ -106,6 +105,18 @@ class Server:
         budget = max_tokens if max_tokens is not None else min(self.settings.default_max_tokens, limit, room)
         return Chat(model, prompt, SamplingParams(budget, temperature, top_p, stop, seed))
 
+    async def admit(self, request: Request) -> bytes:
+        """The body of a request that passes the gate: the size limit, then the API key (every API route calls this).
+
+        Raises:
+            ApiError: too large, or no valid key.
+        """
+        body = await read_body(request, self.settings.max_body_bytes)
+        key = self.settings.api_key
+        if key is not None and not _authorized(request, body, key):
+            raise ApiError("auth", "missing or wrong API key (send Authorization: Bearer KEY, or sign with it as the AWS secret key)")
+        return body
+
     def submit(self, chat: Chat) -> AsyncIterator[Event]:
         """Start generating."""
         return self.engine.submit(chat.model, chat.prompt, chat.params)
@@ -156,12 +167,6 @@ def create_app(server: Server) -> FastAPI:
     app = FastAPI(title="tunekit serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
 
-    @app.middleware("http")
-    async def gate(request: Request, call_next) -> Response:
-        if server.settings.api_key is not None and request.url.path not in _OPEN_PATHS and not _authorized(request, server.settings.api_key):
-            return ApiError("auth", "missing or wrong API key (send Authorization: Bearer KEY)").response(request.url.path)
-        return await call_next(request)
-
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return exc.response(request.url.path)
@@ -188,9 +193,11 @@ def create_app(server: Server) -> FastAPI:
     return app
 
 
-def _authorized(request: Request, key: str) -> bool:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
+def _authorized(request: Request, body: bytes, key: str) -> bool:
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string") or b""
+    url = f"{request.url.scheme}://{request.headers.get('host', '')}{raw.decode('latin-1')}" + (f"?{query.decode('latin-1')}" if query else "")
+    return authorized(request.method, url, {k.lower(): v for k, v in request.headers.items()}, body, key)
 
 
 def bind(host: str, port: int) -> socket.socket:

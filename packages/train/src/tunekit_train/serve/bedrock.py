@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import StreamingResponse
 
 from tunekit_train.serve import eventstream
-from tunekit_train.serve.app import Chat, Server, complete, read_body
+from tunekit_train.serve.app import Chat, Server, complete
 from tunekit_train.serve.engine import Delta, Finish, StopReason
 from tunekit_train.serve.errors import parse_body
 
@@ -80,8 +80,9 @@ def _text(blocks: list[_Block]) -> str:
 
 async def _chat(request: Request, model_id: str) -> Chat:
     server: Server = request.app.state.server
+    raw = await server.admit(request)
     server.model(model_id)  # an unknown model is a 404 before the body is looked at
-    body = parse_body(ConverseRequest, await read_body(request, server.settings.max_body_bytes))
+    body = parse_body(ConverseRequest, raw)
     turns = [{"role": "system", "content": _text(body.system)}] if body.system else []
     turns += [{"role": m.role, "content": _text(m.content)} for m in body.messages]
     config = body.inferenceConfig

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import StreamingResponse
 
-from tunekit_train.serve.app import Chat, Server, complete, read_body
+from tunekit_train.serve.app import Chat, Server, complete
 from tunekit_train.serve.engine import Delta, Event, Finish, StopReason
 from tunekit_train.serve.errors import parse_body
 
@@ -74,7 +74,7 @@ class ChatRequest(BaseModel):
 
 async def _chat(request: Request) -> tuple[ChatRequest, Chat]:
     server: Server = request.app.state.server
-    body = parse_body(ChatRequest, await read_body(request, server.settings.max_body_bytes))
+    body = parse_body(ChatRequest, await server.admit(request))
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     chat = server.chat(
         body.model,
@@ -97,6 +97,7 @@ def _usage(finish: Finish) -> dict[str, int]:
 async def models(request: Request) -> dict[str, object]:
     """The served model ids."""
     server: Server = request.app.state.server
+    await server.admit(request)
     data = [{"id": m, "object": "model", "created": server.started, "owned_by": "tunekit"} for m in server.models]
     return {"object": "list", "data": data}
 
