@@ -63,12 +63,27 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
         "training_config.exp_manager.create_tensorboard_logger": "false",
     }
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
-    assert main(["run", str(ROOT / "examples/recipes/sft-lora-tiny.yaml"), *args, "-o", str(root / "run-a"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(ROOT / "examples/recipes/sft-lora-tiny.yaml"),
+                *args,
+                "-o",
+                str(root / "run-a"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     b = root / "run-b"
     shutil.copytree(root / "run-a" / "final", b)
     weights = load_file(b / "adapter_model.safetensors")
     generator = torch.Generator().manual_seed(0)
-    perturbed = {k: v + 0.5 * torch.randn(v.shape, generator=generator) if "lora_B" in k else v for k, v in weights.items()}
+    perturbed = {
+        k: v + 0.5 * torch.randn(v.shape, generator=generator) if "lora_B" in k else v
+        for k, v in weights.items()
+    }
     save_file(perturbed, b / "adapter_model.safetensors")
     return Runs(root / "run-a", b)
 

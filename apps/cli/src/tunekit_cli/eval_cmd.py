@@ -16,9 +16,19 @@ _METRICS = ("loss", "perplexity", "token_accuracy", "exact_match", "rouge_l")
 
 
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="a run directory (its final/ model), checkpoint, model or adapter directory")],
-    data: Annotated[Path, typer.Option(help="held-out examples: Converse, chat or prompt/response JSONL (any format ds convert reads)")],
-    max_samples: Annotated[int | None, typer.Option(min=1, help="evaluate only the first N usable examples")] = None,
+    run_dir: Annotated[
+        Path,
+        typer.Argument(help="a run directory (its final/ model), checkpoint, model or adapter directory"),
+    ],
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="held-out examples: Converse, chat or prompt/response JSONL (any format ds convert reads)"
+        ),
+    ],
+    max_samples: Annotated[
+        int | None, typer.Option(min=1, help="evaluate only the first N usable examples")
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="tokens generated per answer (greedy)")] = 64,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
 ) -> int:
@@ -32,11 +42,20 @@ def evaluate(
         result = evaluate_run(run_dir, data, max_samples=max_samples, max_new_tokens=max_new_tokens)
         print(json.dumps(result))
         return 0
-    with Progress(TextColumn("[bold]eval[/bold]"), BarColumn(), MofNCompleteColumn(), console=Console(stderr=True), transient=True) as bar:
+    with Progress(
+        TextColumn("[bold]eval[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
         task = bar.add_task("eval", total=None)
         result = evaluate_run(run_dir, data, max_samples=max_samples, max_new_tokens=max_new_tokens,
                               progress=lambda done, total: bar.update(task, completed=done, total=total))  # fmt: skip
-    table = Table(show_header=False, title=f"train eval: {result['examples']} examples, {result['tokens']} trained tokens")
+    table = Table(
+        show_header=False,
+        title=f"train eval: {result['examples']} examples, {result['tokens']} trained tokens",
+    )
     for key in _METRICS:
         table.add_row(key, f"{result[key]:.4f}")
     out.print(table)

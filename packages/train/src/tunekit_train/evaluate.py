@@ -67,7 +67,11 @@ def load_items(data: Path, run: Path, directory: Path, max_samples: int | None) 
     for source, example in read_examples([str(data)]):
         if max_samples is not None and len(items) >= max_samples:
             break
-        if isinstance(example, Rejection) or not isinstance(example, ChatExample) or example.messages[-1].role != "assistant":
+        if (
+            isinstance(example, Rejection)
+            or not isinstance(example, ChatExample)
+            or example.messages[-1].role != "assistant"
+        ):
             skipped += 1
             continue
         try:
@@ -77,7 +81,15 @@ def load_items(data: Path, run: Path, directory: Path, max_samples: int | None) 
             continue
         sequence = encoded.sequences[0]
         turns = [{"role": m.role, "content": m.content} for m in example.messages[:-1]]
-        items.append(EvalItem(source.line, sequence.input_ids.tolist(), sequence.labels.tolist(), turns, example.messages[-1].content))
+        items.append(
+            EvalItem(
+                source.line,
+                sequence.input_ids.tolist(),
+                sequence.labels.tolist(),
+                turns,
+                example.messages[-1].content,
+            )
+        )
     if not items:
         msg = f"{data}: no chat example ending with an assistant turn to evaluate ({skipped} records skipped)"
         raise InputError(msg)
@@ -126,7 +138,15 @@ def evaluate_run(
         match = prediction.strip() == item.reference.strip()
         score = scorer.score(item.reference, prediction)["rougeL"].fmeasure
         exact, rouge = exact + match, rouge + score
-        samples.append({"line": item.line, "reference": item.reference, "prediction": prediction, "exact_match": match, "rouge_l": score})
+        samples.append(
+            {
+                "line": item.line,
+                "reference": item.reference,
+                "prediction": prediction,
+                "exact_match": match,
+                "rouge_l": score,
+            }
+        )
         if progress is not None:
             progress(done, len(items))
     loss = nll / tokens  # every encoded example has trained tokens (the encoder rejects the others)
@@ -153,4 +173,11 @@ def _record(run: Path, directory: Path, result: dict[str, Any], metrics: dict[st
     if run_dir is not None:
         step = json.loads((run_dir / STATE_FILE).read_text(encoding="utf-8")).get("step")
         summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-        append_event(run_dir, "eval", f"eval on {result['data']} ({result['examples']} examples): {summary}", step=step, data=result["data"], **metrics)
+        append_event(
+            run_dir,
+            "eval",
+            f"eval on {result['data']} ({result['examples']} examples): {summary}",
+            step=step,
+            data=result["data"],
+            **metrics,
+        )

@@ -66,8 +66,8 @@ class Server:
         name = model_id.rsplit("/", 1)[-1] if model_id.startswith("arn:") else model_id
         if name not in self.models:
             served = ", ".join(self.models)
-            msg = "not_found"
-            raise ApiError(msg, f"model {model_id!r} is not served here (models: {served})", param="model")
+            msg = f"model {model_id!r} is not served here (models: {served})"
+            raise ApiError(msg, kind="not_found", param="model")
         return self.models[name]
 
     def chat(
@@ -89,19 +89,17 @@ class Server:
         model = self.model(model_id)
         limit = self.settings.max_tokens_limit
         if max_tokens is not None and max_tokens > limit:
-            msg = "validation"
-            raise ApiError(msg, f"max tokens {max_tokens} is above this server's limit of {limit}", param="max_tokens")
+            msg = f"max tokens {max_tokens} is above this server's limit of {limit}"
+            raise ApiError(msg, param="max_tokens")
         try:
             prompt = model.encode(messages)
         except ValueError as exc:
-            msg = "validation"
-            raise ApiError(msg, str(exc), param="messages") from exc
+            raise ApiError(str(exc), param="messages") from exc
         room = model.context - len(prompt)
         if room < 1 or (max_tokens is not None and max_tokens > room):
             asked = len(prompt) + (max_tokens or 1)
             msg = f"this model's context is {model.context} tokens; the prompt is {len(prompt)} tokens and {asked} were requested with the completion"
-            msg_0 = "validation"
-            raise ApiError(msg_0, msg, param="messages")
+            raise ApiError(msg, param="messages")
         budget = max_tokens if max_tokens is not None else min(self.settings.default_max_tokens, limit, room)
         return Chat(model, prompt, SamplingParams(budget, temperature, top_p, stop, seed))
 
@@ -114,7 +112,8 @@ class Server:
         body = await read_body(request, self.settings.max_body_bytes)
         key = self.settings.api_key
         if key is not None and not _authorized(request, body, key):
-            raise ApiError("auth", "missing or wrong API key (send Authorization: Bearer KEY, or sign with it as the AWS secret key)")
+            msg = "missing or wrong API key (send Authorization: Bearer KEY, or sign with it as the AWS secret key)"
+            raise ApiError(msg, kind="auth")
         return body
 
     def submit(self, chat: Chat) -> AsyncIterator[Event]:
@@ -133,12 +132,12 @@ async def complete(events: AsyncIterator[Event]) -> tuple[str, Finish]:
         if isinstance(item, Delta):
             parts.append(item.text)
         elif item.error:
-            msg = "internal"
-            raise ApiError(msg, f"generation failed: {item.error}")
+            msg = f"generation failed: {item.error}"
+            raise ApiError(msg, kind="internal")
         else:
             return "".join(parts), item
-    msg = "internal"
-    raise ApiError(msg, "generation ended without a result")
+    msg = "generation ended without a result"
+    raise ApiError(msg, kind="internal")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -148,7 +147,9 @@ async def read_body(request: Request, limit: int) -> bytes:
         ApiError: too large.
     """
     declared = request.headers.get("content-length")
-    too_large = ApiError("too_large", f"request body is larger than this server's limit of {limit} bytes")
+    too_large = ApiError(
+        f"request body is larger than this server's limit of {limit} bytes", kind="too_large"
+    )
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks, size = [], 0
@@ -174,7 +175,7 @@ def create_app(server: Server) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found" if exc.status_code == 404 else "validation"
-        error = ApiError(kind, f"{request.method} {request.url.path}: {exc.detail}")
+        error = ApiError(f"{request.method} {request.url.path}: {exc.detail}", kind=kind)
         response = error.response(request.url.path)
         response.status_code = exc.status_code
         return response
@@ -182,7 +183,7 @@ def create_app(server: Server) -> FastAPI:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("error while serving %s %s", request.method, request.url.path)
-        return ApiError("internal", f"internal error: {type(exc).__name__}").response(request.url.path)
+        return ApiError(f"internal error: {type(exc).__name__}", kind="internal").response(request.url.path)
 
     @app.get("/health")
     async def health() -> dict[str, object]:
@@ -196,7 +197,9 @@ def create_app(server: Server) -> FastAPI:
 def _authorized(request: Request, body: bytes, key: str) -> bool:
     raw = request.scope.get("raw_path") or request.url.path.encode()
     query = request.scope.get("query_string") or b""
-    url = f"{request.url.scheme}://{request.headers.get('host', '')}{raw.decode('latin-1')}" + (f"?{query.decode('latin-1')}" if query else "")
+    url = f"{request.url.scheme}://{request.headers.get('host', '')}{raw.decode('latin-1')}" + (
+        f"?{query.decode('latin-1')}" if query else ""
+    )
     return authorized(request.method, url, {k.lower(): v for k, v in request.headers.items()}, body, key)
 
 
@@ -216,7 +219,14 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def prepare(
-    specs: list[str], *, host: str, port: int, engine: str, settings: ServeSettings, max_batch: int = 32, device: str | None = None
+    specs: list[str],
+    *,
+    host: str,
+    port: int,
+    engine: str,
+    settings: ServeSettings,
+    max_batch: int = 32,
+    device: str | None = None,
 ) -> tuple[Server, socket.socket]:
     """Bind the address, then load the models ``specs`` name into ``engine``; `run` serves the result.
 
@@ -243,7 +253,9 @@ def run(server: Server, sock: socket.socket) -> None:
     """Serve on ``sock`` until interrupted, then stop the engine."""
     import uvicorn
 
-    config = uvicorn.Config(create_app(server), log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        create_app(server), log_level="warning", access_log=False, timeout_graceful_shutdown=5
+    )
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:

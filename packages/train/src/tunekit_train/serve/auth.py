@@ -24,16 +24,22 @@ def authorized(method: str, url: str, headers: dict[str, str], body: bytes, key:
     if scheme.lower() == "bearer":
         return hmac.compare_digest(token.strip().encode(), key.encode())
     match = _SIGV4.fullmatch(headers.get("authorization", "").strip())
-    return match is not None and hmac.compare_digest(_signature(method, url, headers, body, key, match), match["signature"])
+    return match is not None and hmac.compare_digest(
+        _signature(method, url, headers, body, key, match), match["signature"]
+    )
 
 
-def _signature(method: str, url: str, headers: dict[str, str], body: bytes, key: str, match: re.Match[str]) -> str:
+def _signature(
+    method: str, url: str, headers: dict[str, str], body: bytes, key: str, match: re.Match[str]
+) -> str:
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
     signed = match["signed"].split(";")
-    request = AWSRequest(method=method, url=url, data=body, headers={name: headers.get(name, "") for name in signed})
+    request = AWSRequest(
+        method=method, url=url, data=body, headers={name: headers.get(name, "") for name in signed}
+    )
     request.context["timestamp"] = headers.get("x-amz-date", "")
     signer = SigV4Auth(Credentials(match["key_id"], key), match["service"], match["region"])
     return signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)

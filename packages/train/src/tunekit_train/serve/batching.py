@@ -37,7 +37,14 @@ from tunekit_train.serve.models import ServedModel
 class TransformersEngine:
     """Batched decoding of `ServedModel`s with transformers (+ peft for adapters); see the module docstring."""
 
-    def __init__(self, models: list[ServedModel], *, max_batch: int = 32, device: str | None = None, gather_s: float = 0.005) -> None:
+    def __init__(
+        self,
+        models: list[ServedModel],
+        *,
+        max_batch: int = 32,
+        device: str | None = None,
+        gather_s: float = 0.005,
+    ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.max_batch = max_batch
         self.gather_s = gather_s
@@ -91,7 +98,9 @@ class TransformersEngine:
             while len(self._waiting) < self.max_batch and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(left)
             model_id = self._waiting[0].model.model_id
-            batch = [c for c in self._waiting if c.model.model_id == model_id and not c.cancelled][: self.max_batch]
+            batch = [c for c in self._waiting if c.model.model_id == model_id and not c.cancelled][
+                : self.max_batch
+            ]
             chosen = {id(c) for c in batch}
             self._waiting = deque(c for c in self._waiting if id(c) not in chosen and not c.cancelled)
             if batch:
@@ -131,7 +140,9 @@ def decode_batch(module: nn.Module, batch: list[Completion], device: torch.devic
     out = module(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
     cache, generated = out.past_key_values, 0
     while True:
-        tokens = _choose(out.logits[:, -1, :].float(), [batch[i].params for i in live], [generators[i] for i in live])
+        tokens = _choose(
+            out.logits[:, -1, :].float(), [batch[i].params for i in live], [generators[i] for i in live]
+        )
         generated += len(live)
         keep = [k for k, i in enumerate(live) if not (batch[i].cancelled or batch[i].push(int(tokens[k])))]
         if not keep:
@@ -143,10 +154,18 @@ def decode_batch(module: nn.Module, batch: list[Completion], device: torch.devic
             live = [live[k] for k in keep]
         mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
         positions = positions[:, -1:] + 1
-        out = module(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        out = module(
+            input_ids=tokens[:, None],
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+        )
 
 
-def _choose(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]) -> torch.Tensor:
+def _choose(
+    logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
+) -> torch.Tensor:
     """The next token of each row: argmax for greedy rows, else nucleus sampling at the row's temperature."""
     tokens = logits.argmax(dim=-1)
     for row, (p, generator) in enumerate(zip(params, generators, strict=True)):

@@ -24,7 +24,11 @@ from tunekit_train.serve.engine import Delta, Finish, StopReason
 from tunekit_train.serve.errors import parse_body
 
 router = APIRouter()
-STOP_REASONS: dict[StopReason, str] = {"end": "end_turn", "length": "max_tokens", "stop_sequence": "stop_sequence"}
+STOP_REASONS: dict[StopReason, str] = {
+    "end": "end_turn",
+    "length": "max_tokens",
+    "stop_sequence": "stop_sequence",
+}
 _UNSUPPORTED = ("toolConfig", "guardrailConfig", "promptVariables")
 
 
@@ -97,7 +101,11 @@ async def _chat(request: Request, model_id: str) -> Chat:
 
 
 def _usage(finish: Finish) -> dict[str, int]:
-    return {"inputTokens": finish.prompt_tokens, "outputTokens": finish.completion_tokens, "totalTokens": finish.prompt_tokens + finish.completion_tokens}
+    return {
+        "inputTokens": finish.prompt_tokens,
+        "outputTokens": finish.completion_tokens,
+        "totalTokens": finish.prompt_tokens + finish.completion_tokens,
+    }
 
 
 @router.post("/model/{model_id:path}/converse")
@@ -127,7 +135,9 @@ async def _frames(events: AsyncIterator[Delta | Finish], started: float) -> Asyn
     yield eventstream.event("messageStart", {"role": "assistant"})
     async for item in events:
         if isinstance(item, Delta):
-            yield eventstream.event("contentBlockDelta", {"delta": {"text": item.text}, "contentBlockIndex": 0})
+            yield eventstream.event(
+                "contentBlockDelta", {"delta": {"text": item.text}, "contentBlockIndex": 0}
+            )
         elif item.error:
             yield eventstream.exception("modelStreamErrorException", f"generation failed: {item.error}")
             return

@@ -26,21 +26,16 @@ M = TypeVar("M", bound=BaseModel)
 class ApiError(Exception):
     """A request the server answers with an error (rendered in the calling API's shape)."""
 
-    def __init__(self, kind: Kind, message: str, *, param: str | None = None) -> None:
+    def __init__(self, message: str, *, kind: Kind = "validation", param: str | None = None) -> None:
         super().__init__(message)
         self.kind, self.message, self.param = kind, message, param
-
-    @property
-    def status(self) -> int:
-        """The HTTP status (OpenAI answers a bad key with 401, Bedrock with 403)."""
-        return _SHAPES[self.kind][0]
 
     def response(self, path: str) -> JSONResponse:
         """The JSON response for a request to ``path`` (Bedrock's routes start with /model/)."""
         status, code, kind, openai_code = _SHAPES[self.kind]
         if path.startswith(BEDROCK_PREFIX):
             return JSONResponse({"message": self.message}, status, headers={"x-amzn-ErrorType": code})
-        status = 401 if self.kind == "auth" else status
+        status = 401 if self.kind == "auth" else status  # OpenAI answers a bad key with 401, Bedrock with 403
         body = {"error": {"message": self.message, "type": kind, "param": self.param, "code": openai_code}}
         return JSONResponse(body, status)
 
@@ -54,14 +49,17 @@ def parse_body(model: type[M], body: bytes) -> M:
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        msg = "validation"
-        raise ApiError(msg, f"request body is not valid JSON: {exc}") from exc
+        msg = f"request body is not valid JSON: {exc}"
+        raise ApiError(msg) from exc
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         problems = exc.errors(include_url=False)
         where = ".".join(str(p) for p in problems[0]["loc"]) or "body"
-        details = "; ".join(f"value at '{'.'.join(map(str, p['loc'])) or 'body'}' failed to satisfy constraint: {p['msg']}" for p in problems)
+        details = "; ".join(
+            f"value at '{'.'.join(map(str, p['loc'])) or 'body'}' failed to satisfy constraint: {p['msg']}"
+            for p in problems
+        )
         noun = "error" if len(problems) == 1 else "errors"
-        msg = "validation"
-        raise ApiError(msg, f"{len(problems)} validation {noun} detected: {details}", param=where) from exc
+        msg = f"{len(problems)} validation {noun} detected: {details}"
+        raise ApiError(msg, param=where) from exc

@@ -40,10 +40,16 @@ def event(event_type: str, value: dict[str, Any]) -> bytes:
 
 def exception(exception_type: str, message: str) -> bytes:
     """An error inside a stream (``modelStreamErrorException`` ...): boto3 raises it while iterating."""
-    headers = {":exception-type": exception_type, ":content-type": "application/json", ":message-type": "exception"}
+    headers = {
+        ":exception-type": exception_type,
+        ":content-type": "application/json",
+        ":message-type": "exception",
+    }
     return encode_message(headers, json.dumps({"message": message}).encode())
 
 
 def _header(name: str, value: str) -> bytes:
     raw_name, raw_value = name.encode(), value.encode()
-    return struct.pack(">B", len(raw_name)) + raw_name + struct.pack(">BH", _STRING, len(raw_value)) + raw_value
+    return (
+        struct.pack(">B", len(raw_name)) + raw_name + struct.pack(">BH", _STRING, len(raw_value)) + raw_value
+    )

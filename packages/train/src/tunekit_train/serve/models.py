@@ -121,7 +121,9 @@ def resolve_models(specs: list[str]) -> list[ServedModel]:
         tokenizer = tokenizer_for(directory)
         template = trained_template(path, directory)
         if template is None and not tokenizer.chat_template:
-            msg = f"{directory}: the tokenizer has no chat template, and chat APIs need one to render messages"
+            msg = (
+                f"{directory}: the tokenizer has no chat template, and chat APIs need one to render messages"
+            )
             raise UsageError(msg)
         config = json.loads(((base or directory) / "config.json").read_text(encoding="utf-8"))
         models[model_id] = ServedModel(
@@ -154,7 +156,10 @@ def pack_settings(path: Path) -> dict[str, str]:
     """
     manifest = _train_manifest(path) or {}
     name = (manifest.get("template") or {}).get("name")
-    return {"template": "auto" if name in (None, "tokenizer") else name, "loss_on": manifest.get("loss_on") or "assistant"}
+    return {
+        "template": "auto" if name in (None, "tokenizer") else name,
+        "loss_on": manifest.get("loss_on") or "assistant",
+    }
 
 
 def _train_manifest(path: Path) -> dict[str, Any] | None:
@@ -165,7 +170,9 @@ def _train_manifest(path: Path) -> dict[str, Any] | None:
     candidates = [run / "data" / "train" / "manifest.json"]
     recipe = run / "recipe.yaml"
     if recipe.is_file():
-        data = ((yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("run") or {}).get("data_s3_path")
+        data = ((yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("run") or {}).get(
+            "data_s3_path"
+        )
         if isinstance(data, str) and not data.startswith("s3://"):
             candidates.insert(0, Path(data.removeprefix("file://")) / "manifest.json")
     for candidate in candidates:
@@ -175,4 +182,6 @@ def _train_manifest(path: Path) -> dict[str, Any] | None:
 
 
 def _adapter_base(directory: Path) -> Path:
-    return Path(json.loads((directory / ADAPTER_CONFIG).read_text(encoding="utf-8"))["base_model_name_or_path"]).resolve()
+    return Path(
+        json.loads((directory / ADAPTER_CONFIG).read_text(encoding="utf-8"))["base_model_name_or_path"]
+    ).resolve()

@@ -90,7 +90,11 @@ async def _chat(request: Request) -> tuple[ChatRequest, Chat]:
 
 def _usage(finish: Finish) -> dict[str, int]:
     total = finish.prompt_tokens + finish.completion_tokens
-    return {"prompt_tokens": finish.prompt_tokens, "completion_tokens": finish.completion_tokens, "total_tokens": total}
+    return {
+        "prompt_tokens": finish.prompt_tokens,
+        "completion_tokens": finish.completion_tokens,
+        "total_tokens": total,
+    }
 
 
 @router.get("/v1/models")
@@ -98,7 +102,9 @@ async def models(request: Request) -> dict[str, object]:
     """The served model ids."""
     server: Server = request.app.state.server
     await server.admit(request)
-    data = [{"id": m, "object": "model", "created": server.started, "owned_by": "tunekit"} for m in server.models]
+    data = [
+        {"id": m, "object": "model", "created": server.started, "owned_by": "tunekit"} for m in server.models
+    ]
     return {"object": "list", "data": data}
 
 
@@ -112,11 +118,18 @@ async def chat_completions(request: Request) -> dict[str, object] | StreamingRes
         usage = body.stream_options is not None and body.stream_options.include_usage
         return StreamingResponse(_chunks(events, head, usage), media_type="text/event-stream")
     text, finish = await complete(events)
-    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": FINISH_REASONS[finish.reason], "logprobs": None}
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": text},
+        "finish_reason": FINISH_REASONS[finish.reason],
+        "logprobs": None,
+    }
     return {**head, "object": "chat.completion", "choices": [choice], "usage": _usage(finish)}
 
 
-async def _chunks(events: AsyncIterator[Event], head: dict[str, object], include_usage: bool) -> AsyncIterator[str]:
+async def _chunks(
+    events: AsyncIterator[Event], head: dict[str, object], include_usage: bool
+) -> AsyncIterator[str]:
     def chunk(delta: dict[str, str], finish_reason: str | None = None, **extra: object) -> str:
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
         return f"data: {json.dumps({**head, 'object': 'chat.completion.chunk', 'choices': [choice], **extra})}\n\n"
@@ -126,8 +139,15 @@ async def _chunks(events: AsyncIterator[Event], head: dict[str, object], include
         if isinstance(item, Delta):
             yield chunk({"content": item.text})
             continue
-        if item.error:  # the status line is already sent: the error goes in the stream, as OpenAI's servers do
-            error = {"message": f"generation failed: {item.error}", "type": "server_error", "param": None, "code": None}
+        if (
+            item.error
+        ):  # the status line is already sent: the error goes in the stream, as OpenAI's servers do
+            error = {
+                "message": f"generation failed: {item.error}",
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
             yield f"data: {json.dumps({'error': error})}\n\n"
             return
         yield chunk({}, FINISH_REASONS[item.reason])

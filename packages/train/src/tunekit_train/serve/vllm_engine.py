@@ -31,7 +31,11 @@ class VllmEngine:
         if len(bases) != 1 or (len(models) > 1 and any(m.base is None for m in models)):
             msg = "--engine vllm serves one base model: one full model, or adapters that share a base"
             raise UsageError(msg)
-        self._lora = {m.model_id: LoRARequest(m.model_id, i + 1, str(m.directory)) for i, m in enumerate(models) if m.base is not None}
+        self._lora = {
+            m.model_id: LoRARequest(m.model_id, i + 1, str(m.directory))
+            for i, m in enumerate(models)
+            if m.base is not None
+        }
         ranks = [_rank(m) for m in models if m.base is not None]
         args = AsyncEngineArgs(
             model=str(bases.pop()),
@@ -49,14 +53,22 @@ class VllmEngine:
         self._requests += 1
         return self._stream(model, prompt, params)
 
-    async def _stream(self, model: ServedModel, prompt: list[int], params: SamplingParams) -> AsyncIterator[Event]:
+    async def _stream(
+        self, model: ServedModel, prompt: list[int], params: SamplingParams
+    ) -> AsyncIterator[Event]:
         from vllm import SamplingParams as VllmSampling
 
         sampling = VllmSampling(
-            max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p, stop=list(params.stop), seed=params.seed
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            stop=list(params.stop),
+            seed=params.seed,
         )
         sent, request_id = "", uuid.uuid4().hex
-        generator = self._engine.generate({"prompt_token_ids": prompt}, sampling, request_id, lora_request=self._lora.get(model.model_id))
+        generator = self._engine.generate(
+            {"prompt_token_ids": prompt}, sampling, request_id, lora_request=self._lora.get(model.model_id)
+        )
         async for output in generator:
             done = output.outputs[0]
             if len(done.text) > len(sent):
@@ -64,7 +76,11 @@ class VllmEngine:
                 sent = done.text
             if output.finished:
                 # vLLM's stop_reason is the stop string that matched (an int for a stop token id).
-                reason = "stop_sequence" if isinstance(done.stop_reason, str) else _REASONS.get(done.finish_reason, "end")
+                reason = (
+                    "stop_sequence"
+                    if isinstance(done.stop_reason, str)
+                    else _REASONS.get(done.finish_reason, "end")
+                )
                 yield Finish(reason, len(prompt), len(done.token_ids))  # type: ignore[arg-type]
                 return
 
