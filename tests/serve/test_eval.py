@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from rouge_score import rouge_scorer
-
 from tests.serve.conftest import ROOT, Runs
+
 from tunekit_cli.train import main
 from tunekit_train.generate import load_trained, tokenizer_for
 
