@@ -1,10 +1,14 @@
 """The ``transformers`` engine: concurrent requests decoded together in left-padded batches, on CPU or GPU.
 
-One worker thread owns the models. It takes the oldest waiting request, waits a few milliseconds for
-others to arrive (``gather_s``), and decodes every waiting request for the same model id (up to
-``max_batch``) as one batch: a prefill of the left-padded prompts, then one token per step for all rows
+One worker thread owns the models. It takes the oldest waiting request, waits for others to arrive,
+and decodes every waiting request for the same model id (up to ``max_batch``) as one batch: a prefill of the left-padded prompts, then one token per step for all rows
 with a shared KV cache. Rows that finish are dropped from the batch and its cache at once, so a long
 answer does not keep short ones' compute alive. Requests that arrive meanwhile wait for the next batch.
+
+How long to wait adapts to the load: as many requests as the last batch held are expected back (clients
+that got their answers send the next question), so the worker waits up to ``max_wait_s`` for that many,
+and only ``gather_s`` when the last batch was a single request. Without that, clients whose answers
+left together come back a few milliseconds apart and split into small batches.
 
 Why batches per gather window rather than step-level continuous batching: joining a request into a
 running batch means merging KV caches of different lengths, which transformers' caches do not do; the
@@ -43,11 +47,13 @@ class TransformersEngine:
         *,
         max_batch: int = 32,
         device: str | None = None,
-        gather_s: float = 0.005,
+        gather_s: float = 0.002,
+        max_wait_s: float = 0.05,
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.max_batch = max_batch
-        self.gather_s = gather_s
+        self.gather_s, self.max_wait_s = gather_s, max_wait_s
+        self._expected = 1
         self._modules = _load(models, self.device)
         self._waiting: deque[Completion] = deque()
         self._cond = threading.Condition()
@@ -94,8 +100,9 @@ class TransformersEngine:
                 self._cond.wait()
             if self._closed:
                 return None
-            deadline = time.monotonic() + self.gather_s
-            while len(self._waiting) < self.max_batch and (left := deadline - time.monotonic()) > 0:
+            expected = min(self.max_batch, self._expected)
+            deadline = time.monotonic() + (self.gather_s if expected == 1 else self.max_wait_s)
+            while len(self._waiting) < expected and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(left)
             model_id = self._waiting[0].model.model_id
             batch = [c for c in self._waiting if c.model.model_id == model_id and not c.cancelled][
@@ -104,6 +111,7 @@ class TransformersEngine:
             chosen = {id(c) for c in batch}
             self._waiting = deque(c for c in self._waiting if id(c) not in chosen and not c.cancelled)
             if batch:
+                self._expected = len(batch)
                 self._batch_sizes[len(batch)] += 1
                 self._requests += len(batch)
             return batch
