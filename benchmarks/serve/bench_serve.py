@@ -46,7 +46,103 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-WORDS = "the of and to in is you that it was for on are as with they at be this have from or one had by word but not what all were we when your can said there use an each which she do how their if will up other about out many then them these so some her would make like him into time has look two more write go see number no way could people my than first water been call who its now find long down day did get come made may part".split()
+WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "you",
+    "that",
+    "it",
+    "was",
+    "for",
+    "on",
+    "are",
+    "as",
+    "with",
+    "they",
+    "at",
+    "be",
+    "this",
+    "have",
+    "from",
+    "or",
+    "one",
+    "had",
+    "by",
+    "word",
+    "but",
+    "not",
+    "what",
+    "all",
+    "were",
+    "we",
+    "when",
+    "your",
+    "can",
+    "said",
+    "there",
+    "use",
+    "an",
+    "each",
+    "which",
+    "she",
+    "do",
+    "how",
+    "their",
+    "if",
+    "will",
+    "up",
+    "other",
+    "about",
+    "out",
+    "many",
+    "then",
+    "them",
+    "these",
+    "so",
+    "some",
+    "her",
+    "would",
+    "make",
+    "like",
+    "him",
+    "into",
+    "time",
+    "has",
+    "look",
+    "two",
+    "more",
+    "write",
+    "go",
+    "see",
+    "number",
+    "no",
+    "way",
+    "could",
+    "people",
+    "my",
+    "than",
+    "first",
+    "water",
+    "been",
+    "call",
+    "who",
+    "its",
+    "now",
+    "find",
+    "long",
+    "down",
+    "day",
+    "did",
+    "get",
+    "come",
+    "made",
+    "may",
+    "part",
+]
 
 
 def busy_cpu_seconds() -> float:
@@ -124,12 +220,21 @@ def baseline_asker(model_path: Path, max_tokens: int, device: str) -> Callable[[
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, attn_implementation="sdpa").to(device).eval()
+    model = (
+        AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, attn_implementation="sdpa")
+        .to(device)
+        .eval()
+    )
     lock = threading.Lock()
 
     def ask(question: str) -> tuple[str, int]:
         with lock, torch.no_grad():
-            ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True, return_dict=True, return_tensors="pt")["input_ids"].to(device)
+            ids = tokenizer.apply_chat_template(
+                [{"role": "user", "content": question}],
+                add_generation_prompt=True,
+                return_dict=True,
+                return_tensors="pt",
+            )["input_ids"].to(device)
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
             new = out[0, ids.shape[1] :]
@@ -139,7 +244,20 @@ def baseline_asker(model_path: Path, max_tokens: int, device: str) -> Callable[[
 
 
 def start_server(model_path: Path, engine: str, device: str) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "tunekit_cli.train", "serve", f"tiny={model_path}", "--port", "0", "--json", "--engine", engine, "--device", device]
+    command = [
+        sys.executable,
+        "-m",
+        "tunekit_cli.train",
+        "serve",
+        f"tiny={model_path}",
+        "--port",
+        "0",
+        "--json",
+        "--engine",
+        engine,
+        "--device",
+        device,
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     line = process.stdout.readline()
     if not line:
@@ -153,7 +271,12 @@ def serve_asker(url: str, max_tokens: int) -> Callable[[str], tuple[str, int]]:
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
 
     def ask(question: str) -> tuple[str, int]:
-        answer = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": question}], max_tokens=max_tokens, temperature=0)
+        answer = client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": question}],
+            max_tokens=max_tokens,
+            temperature=0,
+        )
         return answer.choices[0].message.content, answer.usage.completion_tokens
 
     return ask
@@ -174,7 +297,10 @@ def main() -> None:
         model_path = make_model(root)
         process, url = start_server(model_path, args.engine, args.device)
         try:
-            serve, base = serve_asker(url, args.max_tokens), baseline_asker(model_path, args.max_tokens, args.device)
+            serve, base = (
+                serve_asker(url, args.max_tokens),
+                baseline_asker(model_path, args.max_tokens, args.device),
+            )
             serve(prompts(1, args.seed + 99)[0]), base(prompts(1, args.seed + 99)[0])  # warm-up
             rows = []
             for clients in levels:
@@ -189,7 +315,9 @@ def main() -> None:
                 served, plain = results["serve"].pop("_answers"), results["baseline"].pop("_answers")
                 match = sum(a == b for a, b in zip(served, plain, strict=True)) / len(served)
                 ratio = results["serve"]["requests_per_s"] / results["baseline"]["requests_per_s"]
-                rows.append({"clients": clients, "ratio": round(ratio, 2), "match": round(match, 3), **results})
+                rows.append(
+                    {"clients": clients, "ratio": round(ratio, 2), "match": round(match, 3), **results}
+                )
             with urllib_open(f"{url}/health") as health:
                 stats = json.load(health)
         finally:
@@ -197,13 +325,32 @@ def main() -> None:
             process.wait(timeout=30)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"{'clients':>7} {'serve req/s':>11} {'p50 s':>7} {'p99 s':>7} {'base req/s':>10} {'p50 s':>7} {'p99 s':>7} {'ratio':>6} {'match':>6}")
+    print(
+        f"{'clients':>7} {'serve req/s':>11} {'p50 s':>7} {'p99 s':>7} {'base req/s':>10} {'p50 s':>7} {'p99 s':>7} {'ratio':>6} {'match':>6}"
+    )
     for r in rows:
         s, b = r["serve"], r["baseline"]
-        print(f"{r['clients']:>7} {s['requests_per_s']:>11} {s['p50_s']:>7} {s['p99_s']:>7} {b['requests_per_s']:>10} {b['p50_s']:>7} {b['p99_s']:>7} {r['ratio']:>6} {r['match']:>6}")
+        print(
+            f"{r['clients']:>7} {s['requests_per_s']:>11} {s['p50_s']:>7} {s['p99_s']:>7} {b['requests_per_s']:>10} {b['p50_s']:>7} {b['p99_s']:>7} {r['ratio']:>6} {r['match']:>6}"
+        )
     print(f"server batch sizes: {stats.get('batch_sizes')}")
-    machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "engine": args.engine, "device": args.device}
-    print(json.dumps({"benchmark": "serve", "max_tokens": args.max_tokens, "machine": machine, "levels": rows, "server": stats}))
+    machine = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "engine": args.engine,
+        "device": args.device,
+    }
+    print(
+        json.dumps(
+            {
+                "benchmark": "serve",
+                "max_tokens": args.max_tokens,
+                "machine": machine,
+                "levels": rows,
+                "server": stats,
+            }
+        )
+    )
 
 
 def urllib_open(url: str):
