@@ -2,7 +2,7 @@
 
 Model: the example tiny Llama (``examples/tiny/model``: 4 layers, hidden 128, vocab 2,048) with seeded
 random weights saved next to the tokenizer, served whole. Requests: seeded chat prompts of 8-40 words,
-greedy, ``--max-tokens`` new tokens each, through the real ``openai`` client.
+greedy, ``--max-tokens`` new tokens each, as OpenAI chat completion requests over HTTP.
 
 * ``serve``: ``train serve MODEL --engine E`` in a subprocess; C client threads each send requests
   back to back (closed loop) until ``--requests`` per level are done.
@@ -266,18 +266,32 @@ def start_server(model_path: Path, engine: str, device: str) -> tuple[subprocess
 
 
 def serve_asker(url: str, max_tokens: int) -> Callable[[str], tuple[str, int]]:
-    import openai
+    """POST /v1/chat/completions over one keep-alive connection per client thread.
 
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
+    Plain ``http.client`` rather than the ``openai`` client (which the tests use): all clients share this
+    process's GIL, and the openai client's per-call CPU (request and response models) for 8-32 threads
+    would be measured as server latency and delay the clients' next requests.
+    """
+    import http.client
+    from urllib.parse import urlsplit
+
+    address = urlsplit(url)
+    local = threading.local()
 
     def ask(question: str) -> tuple[str, int]:
-        answer = client.chat.completions.create(
-            model="tiny",
-            messages=[{"role": "user", "content": question}],
-            max_tokens=max_tokens,
-            temperature=0,
+        if not hasattr(local, "conn"):
+            local.conn = http.client.HTTPConnection(address.hostname, address.port, timeout=600)
+        body = {
+            "model": "tiny",
+            "messages": [{"role": "user", "content": question}],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+        }
+        local.conn.request(
+            "POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"}
         )
-        return answer.choices[0].message.content, answer.usage.completion_tokens
+        answer = json.loads(local.conn.getresponse().read())
+        return answer["choices"][0]["message"]["content"], answer["usage"]["completion_tokens"]
 
     return ask
 

@@ -94,14 +94,17 @@ def served(runs: Runs) -> Iterator[Served]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "tunekit_cli.train", "serve", str(runs.a), str(runs.b), "--port", "0", "--json",
                "--api-key", API_KEY, "--max-tokens-limit", "64", "--max-body-bytes", "4096"]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log = runs.a.parent / "serve.log"  # a file, not a pipe: a pipe nobody reads would block the server once full
+    with log.open("w") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
     line: list[str] = []
     reader = threading.Thread(target=lambda: line.append(process.stdout.readline()), daemon=True)
     reader.start()
     reader.join(timeout=120)
     if not line or not line[0]:
         process.kill()
-        pytest.fail(f"train serve did not start: {process.stderr.read()[-2000:]}")
+        process.wait()
+        pytest.fail(f"train serve did not start: {log.read_text()[-2000:]}")
     info = json.loads(line[0])
     yield Served(info["url"], info, process)
     process.terminate()

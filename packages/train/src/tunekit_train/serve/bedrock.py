@@ -21,7 +21,7 @@ from starlette.responses import StreamingResponse
 from tunekit_train.serve import eventstream
 from tunekit_train.serve.app import Chat, Server, complete
 from tunekit_train.serve.engine import Delta, Finish, StopReason
-from tunekit_train.serve.errors import parse_body
+from tunekit_train.serve.errors import parse_body, refuse_unsupported
 
 router = APIRouter()
 STOP_REASONS: dict[StopReason, str] = {
@@ -67,10 +67,7 @@ class ConverseRequest(BaseModel):
 
     @model_validator(mode="after")
     def _supported(self) -> ConverseRequest:
-        asked = [k for k in _UNSUPPORTED if (self.model_extra or {}).get(k)]
-        if asked:
-            msg = f"{', '.join(asked)} is not supported by this server"
-            raise ValueError(msg)
+        refuse_unsupported(self, _UNSUPPORTED)
         if self.messages[-1].role != "user":
             msg = "the last message must have the user role"
             raise ValueError(msg)

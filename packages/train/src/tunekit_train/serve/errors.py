@@ -40,6 +40,18 @@ class ApiError(Exception):
         return JSONResponse(body, status)
 
 
+def refuse_unsupported(body: BaseModel, names: tuple[str, ...]) -> None:
+    """Refuse request fields the server does not implement rather than ignore them (call from a validator).
+
+    Raises:
+        ValueError: ``body`` sets one of ``names``.
+    """
+    asked = [k for k in names if (body.model_extra or {}).get(k)]
+    if asked:
+        msg = f"{', '.join(asked)} is not supported by this server"
+        raise ValueError(msg)
+
+
 def parse_body(model: type[M], body: bytes) -> M:
     """``body`` as a ``model``, or an `ApiError` naming the first bad field.
 

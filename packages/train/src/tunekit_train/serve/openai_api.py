@@ -18,7 +18,7 @@ from starlette.responses import StreamingResponse
 
 from tunekit_train.serve.app import Chat, Server, complete
 from tunekit_train.serve.engine import Delta, Event, Finish, StopReason
-from tunekit_train.serve.errors import parse_body
+from tunekit_train.serve.errors import parse_body, refuse_unsupported
 
 router = APIRouter()
 FINISH_REASONS: dict[StopReason, str] = {"end": "stop", "length": "length", "stop_sequence": "stop"}
@@ -65,10 +65,7 @@ class ChatRequest(BaseModel):
 
     @model_validator(mode="after")
     def _supported(self) -> ChatRequest:
-        asked = [k for k in _UNSUPPORTED if (self.model_extra or {}).get(k)]
-        if asked:
-            msg = f"{', '.join(asked)} is not supported by this server"
-            raise ValueError(msg)
+        refuse_unsupported(self, _UNSUPPORTED)
         return self
 
 
