@@ -5,8 +5,9 @@ and decodes every waiting request for the same model id (up to ``max_batch``) as
 with a shared KV cache. Rows that finish are dropped from the batch and its cache at once, so a long
 answer does not keep short ones' compute alive. Requests that arrive meanwhile wait for the next batch.
 
-How long to wait adapts to the load: as many requests as the last batch held are expected back (clients
-that got their answers send the next question), so the worker waits up to ``max_wait_s`` for that many,
+How long to wait adapts to the load: the requests of the last batch are expected back (clients that got
+their answers send the next question), plus those that queued while it ran, so the worker waits up to
+``max_wait_s`` for that many,
 and only ``gather_s`` when the last batch was a single request. Without that, clients whose answers
 left together come back a few milliseconds apart and split into small batches.
 
@@ -111,7 +112,6 @@ class TransformersEngine:
             chosen = {id(c) for c in batch}
             self._waiting = deque(c for c in self._waiting if id(c) not in chosen and not c.cancelled)
             if batch:
-                self._expected = len(batch)
                 self._batch_sizes[len(batch)] += 1
                 self._requests += len(batch)
             return batch
@@ -123,6 +123,8 @@ class TransformersEngine:
             try:
                 module = self._modules[batch[0].model.model_id]
                 self._tokens += decode_batch(module, batch, self.device)
+                with self._cond:  # those answered come back, and those who queued meanwhile are waiting
+                    self._expected = len(batch) + len(self._waiting)
             except Exception as exc:  # a failed batch fails its requests, never the server
                 for completion in batch:
                     completion.fail(f"{type(exc).__name__}: {exc}")
