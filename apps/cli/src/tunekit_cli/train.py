@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tunekit_cli import plan_cmd
+from tunekit_cli import eval_cmd, plan_cmd, serve_cmd
 from tunekit_cli.runner import run_app
 
 app = typer.Typer(
@@ -179,6 +179,8 @@ def export(
 
 
 app.command("plan")(plan_cmd.plan)
+app.command("serve")(serve_cmd.serve)
+app.command("eval")(eval_cmd.evaluate)
 
 
 def _rank_failed(rank: int, exc: Exception) -> int:

@@ -97,6 +97,14 @@ def tokenizer_for(path: Path, tokenizer: Path | None = None) -> Any:
     return load_tokenizer(source)
 
 
+def prompt_ids(tokenizer: Any, messages: list[dict[str, str]], chat_template: str | None = None) -> list[int]:
+    """Token ids of ``messages`` rendered with the chat template and an open assistant turn.
+
+    ``chat_template`` is a template source to use instead of the tokenizer's own (the one a run trained with).
+    """
+    return tokenizer.apply_chat_template(messages, chat_template=chat_template, add_generation_prompt=True, return_dict=True)["input_ids"]
+
+
 @torch.no_grad()
 def generate(model: nn.Module, tokenizer: Any, prompts: list[str], settings: GenerationSettings) -> list[str]:
     """Complete each prompt; returns the generated text only (special tokens removed)."""
@@ -108,21 +116,25 @@ def generate(model: nn.Module, tokenizer: Any, prompts: list[str], settings: Gen
     for prompt in prompts:
         if tokenizer.chat_template and not settings.raw:
             turns = [{"role": "system", "content": settings.system}] if settings.system else []
-            ids = tokenizer.apply_chat_template(
-                [*turns, {"role": "user", "content": prompt}], add_generation_prompt=True, return_dict=True, return_tensors="pt"
-            )["input_ids"]
+            ids = torch.tensor([prompt_ids(tokenizer, [*turns, {"role": "user", "content": prompt}])])
         else:
             ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-        sampling = {"temperature": settings.temperature, "top_k": settings.top_k, "top_p": settings.top_p} if settings.do_sample else {}
-        out = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=torch.ones_like(ids, device=device),
-            max_new_tokens=settings.max_new_tokens,
-            do_sample=settings.do_sample,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            **sampling,
-        )
-        outputs.append(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+        outputs.append(complete_ids(model, tokenizer, ids.to(device), settings))
     model.train(was_training)
     return outputs
+
+
+@torch.no_grad()
+def complete_ids(model: nn.Module, tokenizer: Any, ids: torch.Tensor, settings: GenerationSettings) -> str:
+    """The completion of one prompt (``ids``: shape 1 x length, on the model's device), special tokens removed."""
+    sampling = {"temperature": settings.temperature, "top_k": settings.top_k, "top_p": settings.top_p} if settings.do_sample else {}
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=settings.max_new_tokens,
+        do_sample=settings.do_sample,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **sampling,
+    )
+    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)

@@ -42,6 +42,13 @@ def write_json_atomic(path: Path, value: Any) -> None:
     tmp.replace(path)
 
 
+def append_event(run_dir: Path, kind: str, message: str, *, step: int | None = None, **data: Any) -> None:
+    """Append an event to a run's ``events.jsonl`` (also for commands that run after training, like ``train eval``)."""
+    record = {"time": now(), "type": kind, "step": step, "message": message, **data}
+    with (run_dir / EVENTS_FILE).open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 class RunLog:
     """The log files of one run directory (and the console progress bar)."""
 
@@ -82,9 +89,7 @@ class RunLog:
 
     def event(self, kind: str, message: str, *, step: int | None = None, **data: Any) -> None:
         """Append an event to ``events.jsonl``."""
-        record = {"time": now(), "type": kind, "step": step, "message": message, **data}
-        with (self.run_dir / EVENTS_FILE).open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        append_event(self.run_dir, kind, message, step=step, **data)
 
     def update_state(self, **fields: Any) -> None:
         """Merge ``fields`` into ``state.json``."""
