@@ -14,6 +14,7 @@ from rich.table import Table
 
 from tunekit_cli.progress import byte_progress
 from tunekit_data.check import CheckConfig, CheckSummary, iter_problems, run_check
+from tunekit_data.distributed import use_ray
 from tunekit_data.errors import UsageError
 from tunekit_data.reader import expand_paths
 from tunekit_data.rules import RULES
@@ -40,6 +41,8 @@ def check(
     template: Annotated[str, typer.Option(help="with --tokenizer: auto (the tokenizer's) | chatml | llama3 | PATH.jinja")] = "auto",
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
     workers: Annotated[int | None, typer.Option(help="processes to use (default: all cores)")] = None,
+    engine: Annotated[str, typer.Option(help="local | ray (byte ranges checked by tasks of a Ray cluster; outputs become folders of parts)")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="with --engine ray: auto | ray://HOST:PORT | HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")] = None,
 ) -> int:
     """Validate Converse SFT, Nova DPO, CPT and Databricks datasets, including S3 media references."""
     set_endpoint(endpoint_url)
@@ -47,7 +50,8 @@ def check(
     config = CheckConfig(fmt, profile, platform, dataset_uri, max_invalid_percent, workers, check_media=check_media, record_check=lengths)
     total = sum(s.size() or 0 for s in expand_paths(paths))
     with byte_progress("checking", total, enabled=not json_output) as advance:
-        summary = run_check(paths, config, valid_out=valid_out, rejects_out=rejects_out, errors_out=errors_out, on_progress=advance)
+        check = _ray_check(ray_address) if use_ray(engine, ray_address) else run_check
+        summary = check(paths, config, valid_out=valid_out, rejects_out=rejects_out, errors_out=errors_out, on_progress=advance)
     summary.tokens = lengths.to_dict() if lengths else None
     try:
         if json_output:
@@ -57,6 +61,15 @@ def check(
     finally:
         summary.close()
     return 0 if summary.ok else 1
+
+
+def _ray_check(address: str | None):
+    """``run_check`` on Ray; imported here so that ``ds`` never loads ray unless asked to."""
+    from functools import partial
+
+    from tunekit_data.distributed.check import run_check_ray
+
+    return partial(run_check_ray, address=address)
 
 
 def _length_check(tokenizer: str | None, max_length: int | None, template: str):
