@@ -19,7 +19,7 @@ from tunekit_data.blockcheck import BlockResult, check_block
 from tunekit_data.check import CheckConfig, CheckSummary, Verdict, Verdicts, _Writers, finish_block, run_check
 from tunekit_data.distributed.cluster import cluster_cpus, connect, ordered_tasks
 from tunekit_data.distributed.parts import PartOutputs, part_name
-from tunekit_data.distributed.ranges import DEFAULT_RANGE_SIZE, ByteRange, range_blocks, shift, split_ranges
+from tunekit_data.distributed.ranges import DEFAULT_RANGE_SIZE, ByteRange, lines_through, range_blocks, shift, split_ranges
 from tunekit_data.errors import UsageError
 from tunekit_data.formats import Options
 from tunekit_data.reader import Block, Source
@@ -60,7 +60,7 @@ def check_range(r: ByteRange, options: Options, config: CheckConfig, parts: dict
         writers.abort()
         raise
     if last is not None:
-        out.lines = last.first_line - 1 + len(last.newlines) + (0 if last.data.endswith(b"\n") else 1)
+        out.lines = lines_through(last)
     return out
 
 

@@ -109,12 +109,10 @@ def _finish_line(file, data: bytes, at: int, size: int) -> bytes:
     return b"".join(parts)
 
 
-def line_count(blocks: list[Block]) -> int:
-    """Lines in consecutive blocks (the last may end without a newline)."""
-    if not blocks:
-        return 0
-    last = blocks[-1]
-    return last.first_line - 1 + len(last.newlines) + (0 if last.data.endswith(b"\n") else 1)
+def lines_through(block: Block) -> int:
+    """Lines from the start of its range to the end of ``block`` (its last line may lack a newline)."""
+    assert block.newlines is not None, "range blocks carry their newline offsets"
+    return block.first_line - 1 + len(block.newlines) + (0 if block.data.endswith(b"\n") else 1)
 
 
 def shift(result: BlockResult, lines: int) -> BlockResult:
