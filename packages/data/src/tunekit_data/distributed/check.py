@@ -19,7 +19,14 @@ from tunekit_data.blockcheck import BlockResult, check_block
 from tunekit_data.check import CheckConfig, CheckSummary, Verdict, Verdicts, _Writers, finish_block, run_check
 from tunekit_data.distributed.cluster import cluster_cpus, connect, ordered_tasks
 from tunekit_data.distributed.parts import PartOutputs, part_name
-from tunekit_data.distributed.ranges import DEFAULT_RANGE_SIZE, ByteRange, lines_through, range_blocks, shift, split_ranges
+from tunekit_data.distributed.ranges import (
+    DEFAULT_RANGE_SIZE,
+    ByteRange,
+    lines_through,
+    range_blocks,
+    shift,
+    split_ranges,
+)
 from tunekit_data.errors import UsageError
 from tunekit_data.formats import Options
 from tunekit_data.reader import Block, Source

@@ -25,7 +25,13 @@ from tunekit_data.convert.sources import TXT_PER_UNIT, InputFile, Unit, iter_uni
 from tunekit_data.convert.writer import Chunk, JsonlSink, dump_line, jsonl_chunk, output_kind
 from tunekit_data.distributed.cluster import cluster_cpus, connect, ordered_tasks
 from tunekit_data.distributed.parts import PartOutputs, part_name
-from tunekit_data.distributed.ranges import DEFAULT_RANGE_SIZE, ByteRange, lines_through, range_blocks, split_ranges
+from tunekit_data.distributed.ranges import (
+    DEFAULT_RANGE_SIZE,
+    ByteRange,
+    lines_through,
+    range_blocks,
+    split_ranges,
+)
 from tunekit_data.errors import UsageError
 from tunekit_data.reader import Block, Source
 
