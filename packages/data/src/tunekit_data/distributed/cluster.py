@@ -64,25 +64,34 @@ def cluster_cpus(ray: Any) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def ordered_tasks(ray: Any, fn: Callable[..., Any], items: Iterable[tuple], *, in_flight: int) -> Iterator[Any]:
+def ordered_tasks(ray: Any, fn: Callable[..., Any], items: Iterable[tuple], *, in_flight: int, keep: bool = False) -> Iterator[Any]:
     """``fn(*item)`` for every item as Ray tasks, results in input order, ``in_flight`` at a time.
 
     Bounded like the local pools (a few tasks per CPU), so the driver holds few results however
     large the input. A task that fails with a tunekit error re-raises it here; one that is still
-    lost after ``MAX_RETRIES`` reruns (its node died each time) is an InputError.
+    lost after ``MAX_RETRIES`` reruns (its node died each time) is an InputError. With ``keep``,
+    ``fn`` returns a pair: the first is fetched, the second left in the cluster's object store and
+    yielded as its reference (data that later tasks read, never the driver).
     """
-    remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(fn)
+    options = {"num_cpus": 1, "max_retries": MAX_RETRIES, "retry_exceptions": False, "num_returns": 2 if keep else 1}
+    remote = ray.remote(**options)(fn)
     pending: deque = deque()
+
+    def take() -> Any:
+        refs = pending.popleft()
+        return (_get(ray, refs[0]), refs[1]) if keep else _get(ray, refs)
+
     try:
         for item in items:
             pending.append(remote.remote(*item))
             if len(pending) >= in_flight:
-                yield _get(ray, pending.popleft())
+                yield take()
         while pending:
-            yield _get(ray, pending.popleft())
+            yield take()
     finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        for refs in pending:
+            for ref in refs if keep else [refs]:
+                ray.cancel(ref, force=True)
 
 
 def _get(ray: Any, ref: Any) -> Any:

@@ -56,7 +56,7 @@ def convert_part(share: Share, plan: ConvertPlan, block_size: int, parts: dict[s
     out = PartConverted(written=dict.fromkeys(parts, 0))
     last: list[Block] = []
     try:
-        for unit in _units(files, r, block_size, last):
+        for unit in share_units(files, r, block_size, last):
             result = convert_unit(unit, plan)
             for name, chunk in result.chunks.items():
                 sinks[name].write(chunk)
@@ -73,7 +73,7 @@ def convert_part(share: Share, plan: ConvertPlan, block_size: int, parts: dict[s
     return out
 
 
-def _units(files: list[InputFile], r: ByteRange | None, block_size: int, last: list[Block]) -> Iterator[Unit]:
+def share_units(files: list[InputFile], r: ByteRange | None, block_size: int, last: list[Block]) -> Iterator[Unit]:
     """The units of a share; ``last`` receives a range's last block (for its line count)."""
     if r is None:
         yield from iter_units(files, block_size=block_size)
