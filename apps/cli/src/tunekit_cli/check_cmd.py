@@ -140,7 +140,7 @@ def print_human(summary: CheckSummary) -> None:
     for problem in summary.sample[:SHOWN]:
         color = "red" if problem["severity"] == "error" else "yellow"
         field = f" {escape(problem['field'])}:" if problem["field"] else ""
-        where = escape(f"{problem['file']}:{problem['line']}:")
+        where = escape(f"{problem['file']}:{'row ' if problem.get('unit') == 'row' else ''}{problem['line']}:")
         out.print(f"{where}{field} [{color}]\\[{problem['rule']}][/{color}] {escape(problem['message'])}", soft_wrap=True)
         shown += 1
     remaining = summary.errors + summary.warnings - shown

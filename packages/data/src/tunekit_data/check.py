@@ -221,7 +221,7 @@ def _file_rules(source: Source) -> list[DatasetProblem]:
         return []
     out = []
     name = source.name
-    if not name.endswith(JSONL_SUFFIXES):
+    if source.kind == "jsonl" and not name.endswith(JSONL_SUFFIXES):
         out.append(DatasetProblem("F1", "error", "dataset files must end in .jsonl (or .jsonl.gz / .jsonl.zst)", name))
     if not _FILE_NAME.match(Path(name).name):
         out.append(DatasetProblem("F2", "warning", "file name should use only A-Z a-z 0-9 _ . / - (S3 object names)", name))
@@ -447,6 +447,8 @@ def _absorb(summary: CheckSummary, source: Source, verdict: Verdict, spool, writ
     summary.invalid += result.stats.records - result.stats.valid
     for line, problem in result.problems:
         record = {"file": source.name, "line": line, **problem.to_dict()}
+        if source.kind != "jsonl":
+            record["unit"] = "row"  # a table's line is its row
         spool.write(orjson.dumps(record) + b"\n")
         writers.write_error(record)
         summary.by_rule[problem.rule] += 1

@@ -33,6 +33,7 @@ class ByteRange:
     source: str
     start: int = 0
     stop: int | None = None
+    kind: str = "jsonl"  # a table kind (``Source.kind``) is read whole, row by row
 
 
 def split_ranges(sources: list[Source], range_size: int) -> list[ByteRange]:
@@ -45,8 +46,8 @@ def split_ranges(sources: list[Source], range_size: int) -> list[ByteRange]:
         if source.is_stdin:
             msg = "standard input cannot be read by Ray tasks; pass files or s3:// objects with --engine ray"
             raise UsageError(msg)
-        if source.name.endswith(_WHOLE):
-            out.append(ByteRange(source.name))
+        if source.kind != "jsonl" or source.name.endswith(_WHOLE):
+            out.append(ByteRange(source.name, kind=source.kind))
             continue
         size = source.size() or 0
         out.extend(ByteRange(source.name, a, min(a + range_size, size)) for a in range(0, max(size, 1), range_size))
@@ -56,7 +57,7 @@ def split_ranges(sources: list[Source], range_size: int) -> list[ByteRange]:
 def range_blocks(r: ByteRange, block_size: int) -> Iterator[Block]:
     """The lines ``r`` owns as blocks of about ``block_size`` bytes, numbered from line 1."""
     if r.stop is None:
-        yield from iter_blocks(Source(r.source), block_size=block_size)
+        yield from iter_blocks(Source(r.source, r.kind), block_size=block_size)
         return
     data, bom = read_range(r)
     newlines = newline_offsets(data)
