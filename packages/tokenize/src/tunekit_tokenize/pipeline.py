@@ -202,6 +202,8 @@ def pack_files(paths: Sequence[str], *, fmt: str = "auto", **options: object) ->
     """
     reader = read_examples(list(paths), fmt=FORMAT_ALIASES.get(fmt, fmt))
     files = [f.path for f in discover(paths)]
+    # A Delta table is a folder: its log and data files together say which version was packed.
+    files = [str(p) for f in files for p in (sorted(q for q in Path(f).rglob("*") if q.is_file()) if Path(f).is_dir() else [f])]
     sources = None if any(f == "-" or is_s3(f) for f in files) else files
     return pack(reader, sources=sources, reader_options={"format": reader.detection.fmt}, **options)  # type: ignore[arg-type]
 
