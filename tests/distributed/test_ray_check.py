@@ -7,6 +7,7 @@ start and end inside lines, at blank lines and at CRLF endings.
 from __future__ import annotations
 
 import io
+import socket
 import json
 from pathlib import Path
 
@@ -105,3 +106,14 @@ def test_engine_options_are_checked(capsys, tmp_path):
     assert "--engine must be one of local, ray" in capsys.readouterr().err
     assert main(["check", *paths, "--ray-address", "auto"]) == 2
     assert "--ray-address needs --engine ray" in capsys.readouterr().err
+
+
+def test_a_dead_cluster_is_one_clear_error(tmp_path, capsys):
+    paths = _dataset(tmp_path)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["check", *paths, "--engine", "ray", "--ray-address", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in err and "Traceback" not in err
+    assert err.count("\n") == 1

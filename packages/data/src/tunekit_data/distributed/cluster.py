@@ -15,6 +15,7 @@ it would be on one machine. A cluster that cannot be reached is one ``InputError
 from __future__ import annotations
 
 import os
+import socket
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from tunekit_data.errors import InputError, TunekitError
 
 MAX_RETRIES = 3
+CONNECT_TIMEOUT = 5.0  # seconds to reach a head node before calling it dead
 _FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_MAX_ATTEMPTS")
 
 
@@ -37,12 +39,14 @@ def connect(address: str | None) -> Any:
     except ImportError as exc:
         msg = "--engine ray needs the ray package: pip install 'tunekit-data[ray]'"
         raise InputError(msg) from exc
-    if ray.is_initialized():
-        return ray
     # The store endpoint (--endpoint-url) and region travel to the workers, which may run on other
     # machines; credentials do not: each node uses its own AWS chain (instance role, environment).
     env = {k: os.environ[k] for k in _FORWARDED_ENV if os.environ.get(k)}
     where = address or os.environ.get("RAY_ADDRESS") or "a local Ray instance"
+    if where not in ("a local Ray instance", "auto"):
+        _reachable(where)
+    if ray.is_initialized():
+        return ray
     try:
         ray.init(
             address=address,
@@ -57,6 +61,23 @@ def connect(address: str | None) -> Any:
         msg = f"cannot reach the Ray cluster at {where}: {first}"
         raise InputError(msg) from None
     return ray
+
+
+def _reachable(address: str) -> None:
+    """InputError unless something listens at ``address`` (``[ray://]HOST:PORT``).
+
+    Ray's own connect retries a missing head node for minutes, printing a warning every few
+    seconds; one TCP connection attempt tells a dead or mistyped address at once.
+    """
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        msg = f"--ray-address must be auto, ray://HOST:PORT or HOST:PORT, got {address!r}"
+        raise InputError(msg)
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        msg = f"cannot reach the Ray cluster at {address}: {exc.strerror or exc} (is its head node running?)"
+        raise InputError(msg) from None
 
 
 def cluster_cpus(ray: Any) -> int:
