@@ -180,3 +180,13 @@ def s3(_s3_session: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Ser
         monkeypatch.delenv(name, raising=False)
     yield _s3_session
     _s3_session.faults.clear()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One in-process Ray instance (2 CPUs) for every ``--engine ray`` test of the session: starting
+    Ray costs seconds, so it is started once and shut down at the end."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()

@@ -11,6 +11,7 @@ import typer
 
 from tunekit_cli.console import out
 from tunekit_cli.progress import byte_progress
+from tunekit_data.distributed import use_ray
 from tunekit_data.errors import UsageError
 from tunekit_data.rules import RULES
 from tunekit_data.s3 import set_endpoint
@@ -38,6 +39,8 @@ def check(
     template: Annotated[str, typer.Option(help="with --tokenizer: auto (the tokenizer's) | chatml | llama3 | PATH.jinja")] = "auto",
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
     workers: Annotated[int | None, typer.Option(help="processes to use (default: all cores)")] = None,
+    engine: Annotated[str, typer.Option(help="local | ray (byte ranges checked by tasks of a Ray cluster; outputs become folders of parts)")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="with --engine ray: auto | ray://HOST:PORT | HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")] = None,
 ) -> int:
     """Validate Converse SFT, Nova DPO, CPT and Databricks datasets, including S3 media references."""
     # The validator (pyarrow, numpy) is imported here, not at the top: `ds --help` never loads it.
@@ -49,7 +52,8 @@ def check(
     config = CheckConfig(fmt, profile, platform, dataset_uri, max_invalid_percent, workers, check_media=check_media, record_check=lengths)
     total = sum(s.size() or 0 for s in expand_paths(paths))
     with byte_progress("checking", total, enabled=not json_output) as advance:
-        summary = run_check(paths, config, valid_out=valid_out, rejects_out=rejects_out, errors_out=errors_out, on_progress=advance)
+        check = _ray_check(ray_address) if use_ray(engine, ray_address) else run_check
+        summary = check(paths, config, valid_out=valid_out, rejects_out=rejects_out, errors_out=errors_out, on_progress=advance)
     summary.tokens = lengths.to_dict() if lengths else None
     try:
         if json_output:
@@ -59,6 +63,15 @@ def check(
     finally:
         summary.close()
     return 0 if summary.ok else 1
+
+
+def _ray_check(address: str | None):
+    """``run_check`` on Ray; imported here so that ``ds`` never loads ray unless asked to."""
+    from functools import partial
+
+    from tunekit_data.distributed.check import run_check_ray
+
+    return partial(run_check_ray, address=address)
 
 
 def _length_check(tokenizer: str | None, max_length: int | None, template: str):
@@ -134,7 +147,7 @@ def print_human(summary: CheckSummary) -> None:
     for problem in summary.sample[:SHOWN]:
         color = "red" if problem["severity"] == "error" else "yellow"
         field = f" {escape(problem['field'])}:" if problem["field"] else ""
-        where = escape(f"{problem['file']}:{problem['line']}:")
+        where = escape(f"{problem['file']}:{'row ' if problem.get('unit') == 'row' else ''}{problem['line']}:")
         out.print(f"{where}{field} [{color}]\\[{problem['rule']}][/{color}] {escape(problem['message'])}", soft_wrap=True)
         shown += 1
     remaining = summary.errors + summary.warnings - shown

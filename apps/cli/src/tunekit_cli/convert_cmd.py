@@ -12,6 +12,7 @@ from tunekit_cli.console import out
 from tunekit_cli.progress import byte_progress
 from tunekit_data.convert import INPUT_FORMATS, OUTPUT_FORMATS
 from tunekit_data.convert.outputs import DEFAULT_SHARD_SIZE
+from tunekit_data.distributed import use_ray
 from tunekit_data.profiles import PROFILES
 from tunekit_data.s3 import set_endpoint
 
@@ -72,6 +73,10 @@ def convert(
     ] = 0.0,
     workers: Annotated[int | None, typer.Option(help="processes to use (default: all cores)")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
+    engine: Annotated[str, typer.Option(help="local | ray (converted by tasks of a Ray cluster; -o is a folder of parts)")] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="with --engine ray: auto | ray://HOST:PORT | HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")
+    ] = None,
     endpoint_url: Annotated[
         str | None,
         typer.Option(
@@ -106,13 +111,23 @@ def convert(
     )
     total = input_size(discover(paths)) or 0  # 0: unknown (stdin, compressed), no bar
     with byte_progress("converting", total, enabled=not json_output) as advance:
-        summary = convert_dataset(paths, options, on_progress=advance)
+        run = _ray_convert(ray_address) if use_ray(engine, ray_address) else convert_dataset
+        summary = run(paths, options, on_progress=advance)
     if json_output:
         sys.stdout.buffer.write(orjson.dumps(summary.to_dict()) + b"\n")
         sys.stdout.buffer.flush()
     else:
         print_human(summary)
     return 0 if summary.ok else 1
+
+
+def _ray_convert(address: str | None):
+    """``convert_dataset`` on Ray; imported here so that ``ds`` never loads ray unless asked to."""
+    from functools import partial
+
+    from tunekit_data.distributed.convert import convert_dataset_ray
+
+    return partial(convert_dataset_ray, address=address)
 
 
 def print_human(summary: ConvertSummary) -> None:

@@ -13,6 +13,7 @@ import typer
 
 from tunekit_cli.console import out
 from tunekit_data.convert import FORMAT_ALIASES, INPUT_FORMATS, Rejection
+from tunekit_data.distributed import use_ray
 from tunekit_data.errors import InputError, UsageError
 from tunekit_data.s3 import set_endpoint
 
@@ -42,9 +43,10 @@ def pack(
     explain: Annotated[int | None, typer.Option(help="show record N's tokens (0-based), trained ones highlighted, and write nothing")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
     endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint for s3:// inputs and outputs (default: $AWS_ENDPOINT_URL, else AWS)")] = None,
+    engine: Annotated[str, typer.Option(help="local | ray (tokenized and written by tasks of a Ray cluster, packed here)")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="with --engine ray: auto | ray://HOST:PORT | HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")] = None,
 ) -> int:
     """Tokenize with the chat template (exact loss masks) and pack with global best-fit decreasing."""
-    import tunekit_tokenize as tk  # here, not at the top: `ds check` and `ds convert` load no tokenizer
 
     set_endpoint(endpoint_url)
     if explain is not None:
@@ -53,7 +55,7 @@ def pack(
         msg = "-o/--output is required (or use --explain N to inspect one record)"
         raise UsageError(msg)
     with _progress(enabled=not json_output) as on_progress:
-        result = tk.pack_files(
+        result = _pack_files(engine, ray_address)(
             paths,
             fmt=fmt,
             tokenizer=tokenizer,
@@ -73,6 +75,19 @@ def pack(
     else:
         _print_summary(result)
     return 0
+
+
+def _pack_files(engine: str, address: str | None):
+    """``pack_files`` of the engine asked for; Ray is imported only when it is."""
+    if not use_ray(engine, address):
+        import tunekit_tokenize as tk
+
+        return tk.pack_files
+    from functools import partial
+
+    from tunekit_tokenize.ray_pack import pack_files_ray
+
+    return partial(pack_files_ray, address=address)
 
 
 @contextmanager

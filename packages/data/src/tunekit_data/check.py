@@ -23,6 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 import pyarrow as pa
@@ -220,7 +221,7 @@ def _file_rules(source: Source) -> list[DatasetProblem]:
         return []
     out = []
     name = source.name
-    if not name.endswith(JSONL_SUFFIXES):
+    if source.kind == "jsonl" and not name.endswith(JSONL_SUFFIXES):
         out.append(DatasetProblem("F1", "error", "dataset files must end in .jsonl (or .jsonl.gz / .jsonl.zst)", name))
     if not _FILE_NAME.match(Path(name).name):
         out.append(DatasetProblem("F2", "warning", "file name should use only A-Z a-z 0-9 _ . / - (S3 object names)", name))
@@ -300,6 +301,44 @@ def worker_init() -> None:
             pa.set_memory_pool(pa.jemalloc_memory_pool())
 
 
+class Verdict(NamedTuple):
+    """One checked block as the run loop takes it, in input order. ``block`` holds its lines when
+    this process writes the split outputs, and is None where an engine's tasks wrote them."""
+
+    result: BlockResult
+    nbytes: int
+    bom: bool
+    block: Block | None
+
+
+Verdicts = Callable[[Source, Iterator[Block]], Iterator[Verdict]]
+Engine = Callable[[list[Source], Options, "CheckConfig"], Verdicts]
+"""Given the sources, the resolved options and the config, the function that checks one source
+(its block stream, whose first block detection may have read) into verdicts, in order."""
+
+
+def _local_engine(sources: list[Source], options: Options, config: CheckConfig) -> Verdicts:
+    """Blocks checked on this machine's threads (``_ordered``)."""
+    workers = config.workers or os.cpu_count() or 1
+    if sum(s.size() or 0 for s in sources) < 2 * config.block_size:
+        workers = 1  # starting worker threads costs more than checking a small input
+
+    def verdicts(source: Source, stream: Iterator[Block]) -> Iterator[Verdict]:
+        for block, result in _ordered(stream, options, workers):
+            finish_block(block, result, options.fmt, config)
+            yield Verdict(result, len(block.data), block.bom, block)
+
+    return verdicts
+
+
+def finish_block(block: Block, result: BlockResult, fmt: str, config: CheckConfig) -> None:
+    """The checks of a block beyond the block checker: media lookups (M12) and ``record_check``."""
+    if config.check_media:
+        check_media(result)
+    if config.record_check is not None:
+        _run_record_check(config.record_check, fmt, block, result)
+
+
 def _ordered(blocks: Iterator[Block], options: Options, workers: int) -> Iterator[tuple[Block, BlockResult]]:
     """Check blocks on ``workers`` threads, yielding results in input order, 2 x workers in flight.
 
@@ -331,8 +370,13 @@ def run_check(
     rejects_out: str | None = None,
     errors_out: str | None = None,
     on_progress: Callable[[int], None] | None = None,
+    engine: Engine | None = None,
 ) -> CheckSummary:
-    """Check every line of ``paths``; see the module docstring. Raises UsageError / InputError."""
+    """Check every line of ``paths``; see the module docstring. Raises UsageError / InputError.
+
+    ``engine`` checks the blocks (default: threads of this process); the Ray engine
+    (``tunekit_data.distributed.check``) runs them as tasks of a cluster and writes ``--valid-out``
+    / ``--rejects-out`` itself, so it is called without them."""
     config.validate()
     sources = expand_paths(paths)
     streams = [iter_blocks(s, block_size=config.block_size) for s in sources]
@@ -346,10 +390,7 @@ def run_check(
                            max_invalid_percent=config.max_invalid_percent)
     fd, spool = tempfile.mkstemp(prefix="tunekit-check-", suffix=".jsonl")
     summary.spool = Path(spool)
-    total_size = sum(s.size() or 0 for s in sources)
-    workers = config.workers or os.cpu_count() or 1
-    if total_size < 2 * config.block_size:
-        workers = 1  # starting worker processes costs more than checking a small input
+    verdicts = (engine or _local_engine)(sources, options, config)
     writers = _Writers(valid_out, rejects_out, errors_out)
     stats = BlockStats()
     try:
@@ -357,17 +398,13 @@ def run_check(
             for source, stream in zip(sources, streams, strict=True):
                 summary.dataset_errors.extend(_file_rules(source))
                 before = summary.records
-                for block, result in _ordered(stream, options, workers):
-                    if block.bom:
+                for verdict in verdicts(source, stream):
+                    if verdict.bom:
                         summary.dataset_errors.append(DatasetProblem("F4", "warning", "UTF-8 byte order mark at the start of the file was stripped", source.name))
-                    if config.check_media:
-                        check_media(result)
-                    if config.record_check is not None:
-                        _run_record_check(config.record_check, fmt, block, result)
-                    _absorb(summary, source, block, result, spool_file, writers)
-                    stats.merge(result.stats)
+                    _absorb(summary, source, verdict, spool_file, writers)
+                    stats.merge(verdict.result.stats)
                     if on_progress:
-                        on_progress(len(block.data))
+                        on_progress(verdict.nbytes)
                 if summary.records == before:
                     summary.dataset_errors.append(DatasetProblem("F11", "error", "file holds no records", source.name))
         summary.dataset_errors.extend(_dataset_rules(stats, options, config))
@@ -402,13 +439,16 @@ def _s3_bucket(sources: list[Source]) -> str | None:
     return buckets.pop() if len(buckets) == 1 else None
 
 
-def _absorb(summary: CheckSummary, source: Source, block: Block, result: BlockResult, spool, writers: _Writers) -> None:
+def _absorb(summary: CheckSummary, source: Source, verdict: Verdict, spool, writers: _Writers) -> None:
+    result = verdict.result
     summary.blank += int(result.blank.sum())
     summary.records += result.stats.records
     summary.valid += result.stats.valid
     summary.invalid += result.stats.records - result.stats.valid
     for line, problem in result.problems:
         record = {"file": source.name, "line": line, **problem.to_dict()}
+        if source.kind != "jsonl":
+            record["unit"] = "row"  # a table's line is its row
         spool.write(orjson.dumps(record) + b"\n")
         writers.write_error(record)
         summary.by_rule[problem.rule] += 1
@@ -418,7 +458,8 @@ def _absorb(summary: CheckSummary, source: Source, block: Block, result: BlockRe
             summary.errors += 1
         if len(summary.sample) < SAMPLE:
             summary.sample.append(record)
-    writers.write_lines(block, result)
+    if verdict.block is not None:
+        writers.write_lines(verdict.block, result)
 
 
 def _dataset_rules(stats: BlockStats, o: Options, config: CheckConfig) -> list[DatasetProblem]:

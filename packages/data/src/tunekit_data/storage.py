@@ -417,6 +417,20 @@ def upload(local: str | Path, uri: str) -> str:
     return uri
 
 
+def delete(uri: str) -> None:
+    """Remove the file or S3 object ``uri`` (nothing if it is not there)."""
+    if not is_s3(uri):
+        Path(local_path(uri)).unlink(missing_ok=True)
+        return
+    path = S3Path.parse(uri)
+    try:
+        s3.filesystem(path.bucket).delete_file(path.arrow)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise s3.error(path, exc, "delete") from exc
+
+
 def check_writable(uri: str) -> None:
     """For an ``s3://`` folder ``uri``: InputError now, before long work, if nothing can be written
     under it (no such bucket, access denied, no credentials). Local folders are created when written."""

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 from tunekit_data import storage
 from tunekit_data.convert import FORMAT_ALIASES, Rejection, read_examples
@@ -32,15 +33,15 @@ from tunekit_data.examples import Example, SourceRecord
 from tunekit_data.s3 import is_s3
 from tunekit_tokenize.cache import cache_key, cached_pack, describe_source
 from tunekit_tokenize.chat_template import ChatTemplate, resolve_template
-from tunekit_tokenize.encoder import Encoder, example_kind, sequences_per_item
+from tunekit_tokenize.encoder import Encoder, Kind, example_kind, sequences_per_item
 from tunekit_tokenize.manifest import MANIFEST_FILE, STATS_FILE, PackOptions, build_manifest
 from tunekit_tokenize.masks import LOSS_POLICIES, LossOn
-from tunekit_tokenize.packer import pack_bins
-from tunekit_tokenize.spool import Spool
+from tunekit_tokenize.packer import Bins, pack_bins
+from tunekit_tokenize.spool import SequenceStore, Spool
 from tunekit_tokenize.stats import Tally, summarize
 from tunekit_tokenize.tokenizer import TokenizerBundle, load_tokenizer
 from tunekit_tokenize.truncation import TRUNCATION_POLICIES, Truncation
-from tunekit_tokenize.workers import BATCH_SIZE, Batch, EncodeJob, encode_batches
+from tunekit_tokenize.workers import BATCH_SIZE, Batch, BatchResult, EncodeJob, encode_batches
 from tunekit_tokenize.writer import publish, staging_dir, write_json, write_shards
 
 Progress = Callable[[str, int, int | None], None]
@@ -96,6 +97,7 @@ def pack(
     sources: Sequence[str | Path] | None = None,
     reader_options: Mapping[str, object] | None = None,
     progress: Progress | None = None,
+    engine: PackEngine | None = None,
 ) -> PackResult:
     """Tokenize ``examples`` and pack them into ``out_dir`` (layout: `tunekit_tokenize.manifest`).
 
@@ -118,6 +120,8 @@ def pack(
         sources: the input files; their content hashes make the run cacheable and go in the manifest.
         reader_options: options the reader was given (``{"format": ...}``), part of the cache key.
         progress: called as work advances (see `Progress`).
+        engine: where records are encoded and rows written (default: `LocalEngine`, this machine's
+            processes; ``tunekit_tokenize.ray_pack`` runs both as Ray tasks, reading its own inputs).
 
     Raises:
         UsageError: bad options, or the data needs a chat template the tokenizer lacks.
@@ -137,7 +141,8 @@ def pack(
     # An S3 pack is built in a local temporary folder (on $TMPDIR) and uploaded when complete.
     local = Path(tempfile.mkdtemp(prefix="tunekit-pack-")) / "pack" if remote is not None else Path(out_dir)
     try:
-        result = _pack_local(examples, bundle, chat_template, options, workers, local, sources, provenance, notify, started)
+        stages = engine or LocalEngine(workers or available_cores())
+        result = _pack_local(examples, bundle, chat_template, options, stages, local, sources, provenance, notify, started)
         if remote is None:
             return result
         storage.upload_dir(local, remote, last=(MANIFEST_FILE,))
@@ -160,7 +165,7 @@ def _pack_local(
     bundle: TokenizerBundle,
     chat_template: ChatTemplate | None,
     options: PackOptions,
-    workers: int | None,
+    engine: PackEngine,
     out: Path,
     sources: Sequence[str | Path] | None,
     provenance: _Provenance,
@@ -182,7 +187,7 @@ def _pack_local(
         provenance = _Provenance(described, provenance.reader_options, key)
     staging = staging_dir(out)
     try:
-        return _build(examples, bundle, chat_template, options, workers or available_cores(), out, staging, provenance, notify)
+        return _build(examples, bundle, chat_template, options, engine, out, staging, provenance, notify)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
@@ -197,8 +202,55 @@ def pack_files(paths: Sequence[str], *, fmt: str = "auto", **options: object) ->
     """
     reader = read_examples(list(paths), fmt=FORMAT_ALIASES.get(fmt, fmt))
     files = [f.path for f in discover(paths)]
+    # A Delta table is a folder: its log and data files together say which version was packed.
+    files = [str(p) for f in files for p in (sorted(q for q in Path(f).rglob("*") if q.is_file()) if Path(f).is_dir() else [f])]
     sources = None if any(f == "-" or is_s3(f) for f in files) else files
     return pack(reader, sources=sources, reader_options={"format": reader.detection.fmt}, **options)  # type: ignore[arg-type]
+
+
+class PackEngine(Protocol):
+    """The two stages of a pack that can run elsewhere; packing itself (global BFD over the lengths)
+    always runs in the calling process."""
+
+    def encode(self, examples: Iterable[PackInput], job: EncodeJob, staging: Path, notify: Progress) -> tuple[Tally, SequenceStore]:
+        """Encode every record; return the counts and the sequences (their metadata in this process)."""
+
+    def write(self, staging: Path, spool: SequenceStore, bins: Bins, *, kind: Kind, max_length: int, on_rows: Callable[[int], None]) -> list[str]:
+        """Write ``bins`` as shards under ``staging``; the shard paths relative to it."""
+
+
+@dataclass(frozen=True)
+class LocalEngine:
+    """Encoding on this machine's process pool (``workers``), spooled to disk; shards written here."""
+
+    workers: int
+
+    def encode(self, examples: Iterable[PackInput], job: EncodeJob, staging: Path, notify: Progress) -> tuple[Tally, SequenceStore]:
+        """See `PackEngine.encode`."""
+        spool = Spool(staging / "_spool")
+        tally = Tally()
+        for batch, result in encode_batches(job, batches(examples, tally), self.workers):
+            absorb_batch(tally, batch, result)
+            spool.append(result.spool)
+            notify("tokenize", tally.records, None)
+        spool.close()
+        return tally, spool
+
+    def write(self, staging: Path, spool: SequenceStore, bins: Bins, *, kind: Kind, max_length: int, on_rows: Callable[[int], None]) -> list[str]:
+        """See `PackEngine.write`."""
+        shards = write_shards(staging, spool, bins, kind=kind, max_length=max_length, on_rows=on_rows)  # type: ignore[arg-type]
+        shutil.rmtree(staging / "_spool")
+        return shards
+
+
+def absorb_batch(tally: Tally, batch: Batch, result: BatchResult) -> None:
+    """Count one encoded batch (its rejects located by file and line) into ``tally``."""
+    for position, reject in result.rejects:
+        file, line = batch.locations[position]
+        tally.reject(file, line, reject.code, reject.message)
+    tally.used += result.used
+    tally.trained_tokens += result.trained_tokens
+    tally.fit.add(result.fit)
 
 
 def _build(
@@ -206,7 +258,7 @@ def _build(
     bundle: TokenizerBundle,
     chat_template: ChatTemplate | None,
     options: PackOptions,
-    workers: int,
+    engine: PackEngine,
     out: Path,
     staging: Path,
     provenance: _Provenance,
@@ -214,19 +266,8 @@ def _build(
 ) -> PackResult:
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
-    spool = Spool(staging / "_spool")
-    tally = Tally()
     job = EncodeJob(Encoder(bundle, chat_template, options.loss_on), options.max_length, options.truncation)
-    for batch, result in encode_batches(job, _batches(examples, tally), workers):
-        for position, reject in result.rejects:
-            file, line = batch.locations[position]
-            tally.reject(file, line, reject.code, reject.message)
-        tally.used += result.used
-        tally.trained_tokens += result.trained_tokens
-        tally.fit.add(result.fit)
-        spool.append(result.spool)
-        notify("tokenize", tally.records, None)
-    spool.close()
+    tally, spool = engine.encode(examples, job, staging, notify)
     seconds["tokenize"] = time.perf_counter() - clock
     _check_usable(tally, options)
     pack_kind = tally.kind
@@ -247,8 +288,7 @@ def _build(
         rows_written += rows
         notify("write", rows_written, len(bins))
 
-    shards = write_shards(staging, spool, bins, kind=pack_kind, max_length=options.max_length, on_rows=on_rows)
-    shutil.rmtree(staging / "_spool")
+    shards = engine.write(staging, spool, bins, kind=pack_kind, max_length=options.max_length, on_rows=on_rows)
     stats = summarize(tally, spool, bins, kind=pack_kind, max_length=options.max_length)
     manifest = build_manifest(
         kind=pack_kind,
@@ -268,7 +308,7 @@ def _build(
     return PackResult(out, False, manifest, stats, {k: round(v, 3) for k, v in seconds.items()})
 
 
-def _batches(examples: Iterable[PackInput], tally: Tally) -> Iterator[Batch]:
+def batches(examples: Iterable[PackInput], tally: Tally) -> Iterator[Batch]:
     """Group usable examples into batches; count reader rejections and examples of another kind.
 
     The first usable example decides the pack's kind (``tally.kind``).

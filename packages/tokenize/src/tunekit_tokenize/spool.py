@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -42,6 +43,22 @@ class SpoolBatch:
             prompt_lens=np.array([s.prompt_len for s in sequences], dtype=np.int32),
             is_chosen=np.array(is_chosen, dtype=np.bool_),
         )
+
+
+class SequenceStore(Protocol):
+    """Encoded sequences as packing and writing read them: per-sequence metadata in memory, tokens
+    by ``gather`` (a `Spool` on this machine's disk, or batches held by a Ray cluster)."""
+
+    lengths: np.ndarray
+    records: np.ndarray
+    prompt_lens: np.ndarray
+    is_chosen: np.ndarray
+
+    def item_lengths(self, per_item: int) -> np.ndarray:
+        """Lengths of packing items made of ``per_item`` consecutive sequences."""
+
+    def gather(self, sequences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids and trained flags of ``sequences``, concatenated in that order."""
 
 
 _META = {"lengths": np.int64, "records": np.int64, "prompt_lens": np.int32, "is_chosen": np.bool_}

@@ -10,7 +10,7 @@ import numpy as np
 
 from tunekit_tokenize.encoder import Kind, sequences_per_item
 from tunekit_tokenize.packer import Bins
-from tunekit_tokenize.spool import Spool
+from tunekit_tokenize.spool import SequenceStore
 from tunekit_tokenize.truncation import FitCounts
 
 REJECT_SAMPLES = 20  # rejected records listed with their location; all are counted
@@ -40,7 +40,7 @@ class Tally:
         return sum(self.rejected.values())
 
 
-def summarize(tally: Tally, spool: Spool, bins: Bins, *, kind: Kind, max_length: int) -> dict[str, object]:
+def summarize(tally: Tally, spool: SequenceStore, bins: Bins, *, kind: Kind, max_length: int) -> dict[str, object]:
     """The ``stats.json`` payload: counts, packing efficiency against its lower bound, lengths."""
     lengths = spool.lengths
     tokens = int(lengths.sum())

@@ -22,7 +22,7 @@ from tunekit_data.errors import UsageError
 from tunekit_tokenize.encoder import IGNORE_INDEX, Kind, sequences_per_item
 from tunekit_tokenize.manifest import DATA_DIR, is_packed_dir
 from tunekit_tokenize.packer import Bins
-from tunekit_tokenize.spool import Spool
+from tunekit_tokenize.spool import SequenceStore
 
 SHARD_TOKENS = 1 << 24  # ~16.8 M tokens (~200 MB of int32 columns before compression) per shard
 ROW_GROUP_TOKENS = 1 << 20  # readers stream a row group at a time
@@ -30,7 +30,7 @@ ROW_GROUP_TOKENS = 1 << 20  # readers stream a row group at a time
 
 def write_shards(
     root: Path,
-    spool: Spool,
+    spool: SequenceStore,
     bins: Bins,
     *,
     kind: Kind,
@@ -42,21 +42,30 @@ def write_shards(
     Returns the shard paths relative to ``root``; ``on_rows(n)`` is called after each shard.
     """
     per_item = sequences_per_item(kind)
-    bin_ranges = _shard_ranges(bins.totals(spool.item_lengths(per_item)))
+    bin_ranges = shard_ranges(bins.totals(spool.item_lengths(per_item)))
     (root / DATA_DIR).mkdir(parents=True, exist_ok=True)
     names = []
     for index, (first, last) in enumerate(bin_ranges):
-        name = f"{DATA_DIR}/train-{index:05d}-of-{len(bin_ranges):05d}.parquet"
-        table = _shard_table(spool, bins, first, last, per_item=per_item, dpo=kind == "dpo")
-        rows_per_group = max(1, ROW_GROUP_TOKENS // max_length)
-        pq.write_table(table, root / name, compression="zstd", use_dictionary=False, row_group_size=rows_per_group)
+        name = shard_name(index, len(bin_ranges))
+        write_shard(root / name, shard_table(spool, bins, first, last, per_item=per_item, dpo=kind == "dpo"), max_length)
         names.append(name)
         if on_rows:
             on_rows(last - first)
     return names
 
 
-def _shard_ranges(bin_tokens: np.ndarray) -> list[tuple[int, int]]:
+def shard_name(index: int, count: int) -> str:
+    """The path of shard ``index`` of ``count``, relative to the output directory."""
+    return f"{DATA_DIR}/train-{index:05d}-of-{count:05d}.parquet"
+
+
+def write_shard(path: Path, table: pa.Table, max_length: int) -> None:
+    """Write one shard's rows (zstd, row groups of about ``ROW_GROUP_TOKENS`` tokens)."""
+    rows_per_group = max(1, ROW_GROUP_TOKENS // max_length)
+    pq.write_table(table, path, compression="zstd", use_dictionary=False, row_group_size=rows_per_group)
+
+
+def shard_ranges(bin_tokens: np.ndarray) -> list[tuple[int, int]]:
     """Consecutive ``[first, last)`` bin ranges of about SHARD_TOKENS tokens; at least one, maybe empty."""
     cuts, tokens = [0], 0
     for end, row in enumerate(bin_tokens.tolist(), 1):
@@ -69,7 +78,7 @@ def _shard_ranges(bin_tokens: np.ndarray) -> list[tuple[int, int]]:
     return list(itertools.pairwise(cuts))
 
 
-def _shard_table(spool: Spool, bins: Bins, first: int, last: int, *, per_item: int, dpo: bool) -> pa.Table:
+def shard_table(spool: SequenceStore, bins: Bins, first: int, last: int, *, per_item: int, dpo: bool) -> pa.Table:
     items = bins.items[bins.offsets[first] : bins.offsets[last]]
     sequences = (items[:, None] * per_item + np.arange(per_item)).ravel()
     lengths = spool.lengths[sequences]

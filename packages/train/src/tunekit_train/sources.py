@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunekit_data.errors import ConfigError
+from tunekit_data.errors import ConfigError, InputError
 from tunekit_data.s3 import is_s3
+from tunekit_data.tables import HUB_SCHEME, hub_cache, hub_dataset
 from tunekit_train.data import PackedRows, load_packed
 from tunekit_train.dpo import check_pairs
 from tunekit_train.recipe import TrainingConfig
@@ -23,9 +24,18 @@ _KINDS = {"sft": {"sft", "cpt"}, "cpt": {"cpt", "sft"}, "dpo": {"dpo"}}
 
 
 def local_path(value: str) -> Path | None:
-    """The local path a recipe ``*_s3_path`` names (``file://`` URIs too), or None for ``s3://``."""
+    """The local path a recipe ``*_s3_path`` names (``file://`` URIs too; ``hf://datasets/OWNER/NAME``:
+    that dataset's snapshot in the local hub cache), or None for ``s3://``.
+
+    Data paths may name any input ``ds convert`` reads: JSONL, Parquet, Hugging Face datasets,
+    Delta tables (``tunekit_data.tables``), all packed on the fly."""
     if is_s3(value):
         return None
+    if value.startswith(HUB_SCHEME):
+        try:
+            return hub_dataset(value)
+        except InputError:
+            return hub_cache() / value.removeprefix(HUB_SCHEME)  # missing: reported as no such path
     return Path(value.removeprefix("file://"))
 
 

@@ -281,10 +281,19 @@ class ConvertSummary:
         }
 
 
-def convert_dataset(
-    paths: Sequence[str], options: ConvertOptions, *, on_progress: Callable[[int], None] | None = None
-) -> ConvertSummary:
-    """Convert ``paths`` as ``options`` say; see the module docstring. ``on_progress`` gets input bytes done."""
+@dataclass(slots=True)
+class PreparedConvert:
+    """A ``ds convert`` run ready to stream: the inputs, what every unit is converted with, the
+    output names (``train`` first) and the summary to count into."""
+
+    opened: OpenInput
+    plan: ConvertPlan
+    splits: list[str]
+    summary: ConvertSummary
+
+
+def prepare_convert(paths: Sequence[str], options: ConvertOptions) -> PreparedConvert:
+    """Open the inputs, detect their format and build the plan (shared by the local and Ray engines)."""
     opened = open_input(
         paths,
         fmt=options.fmt,
@@ -316,7 +325,16 @@ def convert_dataset(
         summary.notes.append(
             f"preference input written as {target.name} keeps the chosen answer of each pair"
         )
-    splits = [TRAIN, split.name] if split else [TRAIN]
+    return PreparedConvert(opened, plan, [TRAIN, split.name] if split else [TRAIN], summary)
+
+
+def convert_dataset(
+    paths: Sequence[str], options: ConvertOptions, *, on_progress: Callable[[int], None] | None = None
+) -> ConvertSummary:
+    """Convert ``paths`` as ``options`` say; see the module docstring. ``on_progress`` gets input bytes done."""
+    prepared = prepare_convert(paths, options)
+    opened, plan, splits, summary = prepared.opened, prepared.plan, prepared.splits, prepared.summary
+    target = OUTPUT_FORMATS[options.to]
     sinks = open_outputs(options.out, splits=splits, schema=target.schema, shard_size=options.shard_size)
     opened_sinks: list[Sink] = list(sinks.values())
     workers = _workers(options, opened.files, options.block_size)

@@ -25,7 +25,6 @@ from typing import Literal
 
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from tunekit_data import storage
 from tunekit_data.convert.writer import dump_json
@@ -35,8 +34,9 @@ from tunekit_data.jsonline import is_blank, parse_line, require_object
 from tunekit_data.reader import JSONL_SUFFIXES, Source, iter_blocks, split_lines
 from tunekit_data.rules import Problem
 from tunekit_data.s3 import is_s3
+from tunekit_data.tables import drop_nulls, hub_dataset, iter_batches, table_folder
 
-SourceKind = Literal["jsonl", "parquet", "arrow", "txt"]
+SourceKind = Literal["jsonl", "parquet", "arrow", "delta", "txt"]
 DEFAULT_BLOCK_SIZE = 2 << 20  # measured: same speed as 4-8 MB blocks, 20-40 % less memory per worker
 DEFAULT_ROWS = 4096
 TXT_PER_UNIT = 64
@@ -97,7 +97,7 @@ def discover(paths: Iterable[str]) -> list[InputFile]:
         if is_s3(raw):
             out.extend(_discover_s3(raw))
             continue
-        path = Path(raw)
+        path = hub_dataset(raw) or Path(raw)
         if path.is_dir():
             out.extend(_discover_dir(path))
         elif path.is_file():
@@ -157,29 +157,13 @@ def _pick(where: object, data: Sequence[Path | str], docs: Sequence[Path | str])
 
 
 def _discover_dir(path: Path) -> list[InputFile]:
-    if (path / "dataset_dict.json").is_file():
-        splits = orjson.loads((path / "dataset_dict.json").read_bytes()).get("splits", [])
-        return [f for split in splits for f in _hf_dataset(path / split)]
-    if (path / "state.json").is_file():
-        return _hf_dataset(path)
+    tables = table_folder(path)  # a Hugging Face save_to_disk folder or a Delta table
+    if tables is not None:
+        return [InputFile(p, kind) for p, kind in tables]  # type: ignore[arg-type]
     files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
     data = [p for p in files if p.name.lower().endswith(_DATA_SUFFIXES)]
     docs = [p for p in files if p.name.lower().endswith(".txt")]
     return _pick(path, data, docs)
-
-
-def _hf_dataset(path: Path) -> list[InputFile]:
-    """The ``.arrow`` files of one ``save_to_disk`` folder, in the order ``state.json`` gives."""
-    state_file = path / "state.json"
-    if not state_file.is_file():
-        msg = f"{path}: not a Hugging Face dataset folder (no state.json)"
-        raise InputError(msg)
-    try:
-        names = [f["filename"] for f in orjson.loads(state_file.read_bytes())["_data_files"]]
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-        msg = f"{state_file}: unreadable dataset state ({exc})"
-        raise InputError(msg) from exc
-    return [InputFile(str(path / n), "arrow") for n in names]
 
 
 def input_size(files: Iterable[InputFile]) -> int | None:
@@ -238,34 +222,10 @@ def _docs_unit(docs: list[InputFile]) -> Unit:
 
 def _row_units(f: InputFile, rows: int) -> Iterator[Unit]:
     """Units of at most ``rows`` rows; ``nbytes`` is each unit's share of the file size."""
-    size = f.size() or 0
-    try:
-        if f.kind == "parquet":
-            # Ranged reads (one GET per column chunk on S3): a Parquet file is never fetched whole.
-            pf = pq.ParquetFile(storage.open_random_access(f.path))
-            total = pf.metadata.num_rows
-            batches: Iterable[pa.RecordBatch] = pf.iter_batches(batch_size=rows)
-        else:
-            source = storage.open_random_access(f.path) if is_s3(f.path) else pa.memory_map(f.path)
-            # save_to_disk writes the IPC stream format; an Arrow IPC file (Feather 2) starts with ARROW1.
-            if source.read(6) == b"ARROW1":
-                reader = pa.ipc.open_file(source)
-                total = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
-                batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-            else:
-                source.seek(0)
-                stream = pa.ipc.open_stream(source)
-                total, batches = 0, stream
-        first = 1
-        for batch in batches:
-            for start in range(0, batch.num_rows, rows):  # writers may use batches of any size
-                piece = batch.slice(start, rows)
-                share = size * piece.num_rows // total if total else piece.nbytes
-                yield Unit(f.path, f.kind, first, pa.Table.from_batches([piece]), share)
-                first += piece.num_rows
-    except (OSError, pa.ArrowInvalid) as exc:
-        msg = f"{f.path}: cannot read {f.kind} data: {exc}"
-        raise InputError(msg) from exc
+    first = 1
+    for table, share in iter_batches(f.path, f.kind, rows):
+        yield Unit(f.path, f.kind, first, table, share)
+        first += table.num_rows
 
 
 # --- records of a unit ------------------------------------------------------------------------------
@@ -325,10 +285,3 @@ def _txt_records(paths: list[str], *, want_keys: bool) -> Iterator[RawRecord]:
         yield RawRecord(SourceRecord(path, 1, {"text": text}), data if want_keys else b"")
 
 
-def drop_nulls(value: object) -> object:
-    """``value`` without null object members, recursively (Arrow rows carry every schema field)."""
-    if isinstance(value, dict):
-        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [drop_nulls(v) for v in value]
-    return value

@@ -1,0 +1,138 @@
+"""``ds check --engine ray``: the block checker of ``ds check`` run as Ray tasks over byte ranges.
+
+The driver is ``check.run_check`` itself (detection, per-file rules, counting, dataset rules, the
+``--json`` report): only where blocks are checked changes. Each task reads one byte range of one
+input (``ranges``), cuts it into the same kind of blocks the local engine checks, runs
+``blockcheck.check_block`` and ``check.finish_block`` on each (media lookups included), writes its
+valid and rejected lines to its own part of ``--valid-out`` / ``--rejects-out`` (``parts``), and
+returns the verdicts with line numbers counted from its range's first line. The driver takes the
+results in input order and renumbers them, so every count, every problem's file:line and the exit
+code are the local engine's. ``--errors-out`` stays one file, written by the driver in input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from tunekit_data.blockcheck import BlockResult, check_block
+from tunekit_data.check import CheckConfig, CheckSummary, Verdict, Verdicts, _Writers, finish_block, run_check
+from tunekit_data.distributed.cluster import cluster_cpus, connect, ordered_tasks
+from tunekit_data.distributed.parts import PartOutputs, part_name
+from tunekit_data.distributed.ranges import (
+    DEFAULT_RANGE_SIZE,
+    ByteRange,
+    lines_through,
+    range_blocks,
+    shift,
+    split_ranges,
+)
+from tunekit_data.errors import UsageError
+from tunekit_data.formats import Options
+from tunekit_data.reader import Block, Source
+
+_OUTPUTS = (("valid", "--valid-out"), ("rejects", "--rejects-out"))
+
+
+@dataclass(slots=True)
+class RangeChecked:
+    """One task's outcome: per block its verdicts, bytes and BOM flag; the range's line count; and
+    how many lines it wrote to each part."""
+
+    blocks: list[tuple[BlockResult, int, bool]] = field(default_factory=list)
+    lines: int = 0
+    written: dict[str, int] = field(default_factory=dict)
+
+
+def check_range(r: ByteRange, options: Options, config: CheckConfig, parts: dict[str, str]) -> RangeChecked:
+    """Check the lines of ``r`` (the task body); ``parts`` maps ``valid`` / ``rejects`` to this
+    range's part URIs."""
+    writers = _Writers(parts.get("valid"), parts.get("rejects"), None)
+    out = RangeChecked(written=dict.fromkeys(parts, 0))
+    last: Block | None = None
+    try:
+        for block in range_blocks(r, config.block_size):
+            result = check_block(block.data, block.first_line, options, block.newlines)
+            finish_block(block, result, options.fmt, config)
+            writers.write_lines(block, result)
+            if "valid" in parts:
+                out.written["valid"] += result.stats.valid
+            if "rejects" in parts:
+                out.written["rejects"] += result.stats.records - result.stats.valid
+            result.media = []  # looked up already; not needed by the driver
+            out.blocks.append((result, len(block.data), block.bom))
+            last = block
+        writers.commit()
+    except BaseException:
+        writers.abort()
+        raise
+    if last is not None:
+        out.lines = lines_through(last)
+    return out
+
+
+class RayCheck:
+    """A ``check.Engine`` that hands byte ranges to Ray tasks (see the module docstring)."""
+
+    def __init__(self, ray, outputs: dict[str, PartOutputs], range_size: int) -> None:
+        self.ray, self.outputs, self.range_size = ray, outputs, range_size
+
+    def __call__(self, sources: list[Source], options: Options, config: CheckConfig) -> Verdicts:
+        per_source = [split_ranges([s], self.range_size) for s in sources]
+        ranges = [r for rs in per_source for r in rs]
+        task_config = CheckConfig(
+            config.fmt, config.profile, config.platform, config.dataset_uri, config.max_invalid_percent,
+            block_size=config.block_size, check_media=config.check_media,
+        )  # fmt: skip
+        items = (
+            (r, options, task_config, {k: part_name(o.prefix, i) for k, o in self.outputs.items()})
+            for i, r in enumerate(ranges)
+        )
+        results = ordered_tasks(self.ray, check_range, items, in_flight=2 * cluster_cpus(self.ray))
+        counts = iter([len(rs) for rs in per_source])
+        index = iter(range(len(ranges)))
+
+        def verdicts(source: Source, stream: Iterator[Block]) -> Iterator[Verdict]:
+            lines = 0
+            for _ in range(next(counts)):
+                checked, i = next(results), next(index)
+                for key, output in self.outputs.items():
+                    output.add(part_name(output.prefix, i), checked.written[key], source=source.name, first_line=lines + 1)
+                for result, nbytes, bom in checked.blocks:
+                    yield Verdict(shift(result, lines), nbytes, bom, None)
+                lines += checked.lines
+
+        return verdicts
+
+
+def run_check_ray(
+    paths: list[str],
+    config: CheckConfig,
+    *,
+    address: str | None = None,
+    valid_out: str | None = None,
+    rejects_out: str | None = None,
+    errors_out: str | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    range_size: int = DEFAULT_RANGE_SIZE,
+) -> CheckSummary:
+    """``run_check`` on a Ray cluster: the same summary; ``valid_out`` / ``rejects_out`` are folders
+    or ``s3://`` prefixes of parts with a manifest (``parts``). Raises UsageError / InputError."""
+    if config.record_check is not None:
+        msg = "--tokenizer counts tokens on the local engine only; run it without --engine ray"
+        raise UsageError(msg)
+    config.validate()
+    ray = connect(address)
+    outputs: dict[str, PartOutputs] = {}
+    try:
+        for (key, option), uri in zip(_OUTPUTS, (valid_out, rejects_out), strict=True):
+            if uri:
+                outputs[key] = PartOutputs(uri, option)
+        summary = run_check(paths, config, errors_out=errors_out, on_progress=on_progress, engine=RayCheck(ray, outputs, range_size))
+        for output in outputs.values():
+            output.publish()
+    except BaseException:
+        for output in outputs.values():
+            output.remove()
+        raise
+    return summary
