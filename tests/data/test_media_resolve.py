@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import io
+import subprocess
+import sys
 
 from PIL import Image, ImageDraw
 
-from tunekit_data.media import MediaCache, MediaProblem, default_cache_dir, resolve_image
+from tunekit_data.media import MediaCache, MediaProblem, default_cache_dir, resolve_image, resolve_record
 
 
 def _png(colour: str, size: int = 32) -> bytes:
@@ -79,3 +81,32 @@ def test_transient_s3_failure_is_retried(s3, tmp_path) -> None:
     s3.faults.fail_next(1, status=503, code="SlowDown", only="green.png")
     _key, image = resolve_image(_s3_block(f"s3://{bucket}/img/green.png"), MediaCache(tmp_path / "cache"))
     assert image.getpixel((16, 16)) == (0, 128, 0)
+
+
+def test_record_reports_every_bad_image_by_line_and_field(s3, tmp_path) -> None:
+    bucket = s3.bucket()
+    s3.put(f"s3://{bucket}/img/red.png", _png("red"))
+    record = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"text": "colour?"},
+                    {"image": _s3_block(f"s3://{bucket}/img/red.png")},
+                    {"image": _s3_block(f"s3://{bucket}/img/gone.png")},
+                ],
+            },
+            {"role": "assistant", "content": [{"text": "red"}]},
+        ]
+    }
+    media = resolve_record(record, MediaCache(tmp_path / "cache"))
+    assert len(media.images) == 1
+    (report,) = media.report("train.jsonl", 7)
+    assert (
+        report.startswith("train.jsonl:7: messages[0].content[2].image: [missing]") and "gone.png" in report
+    )
+
+
+def test_media_resolution_does_not_import_torch() -> None:
+    code = "import sys; import tunekit_data.media; assert 'torch' not in sys.modules and 'transformers' not in sys.modules and 'PIL' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

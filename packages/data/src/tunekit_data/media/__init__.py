@@ -2,5 +2,14 @@
 
 from tunekit_data.media.cache import MediaCache, default_cache_dir
 from tunekit_data.media.images import MediaProblem, resolve_image
+from tunekit_data.media.record import RecordMedia, image_blocks, resolve_record
 
-__all__ = ["MediaCache", "MediaProblem", "default_cache_dir", "resolve_image"]
+__all__ = [
+    "MediaCache",
+    "MediaProblem",
+    "RecordMedia",
+    "default_cache_dir",
+    "image_blocks",
+    "resolve_image",
+    "resolve_record",
+]
