@@ -1,0 +1,15 @@
+"""Media of multimodal records: fetch once per machine (content-addressed cache), decode, report failures."""
+
+from tunekit_data.media.cache import MediaCache, default_cache_dir
+from tunekit_data.media.images import MediaProblem, resolve_image
+from tunekit_data.media.record import RecordMedia, image_blocks, resolve_record
+
+__all__ = [
+    "MediaCache",
+    "MediaProblem",
+    "RecordMedia",
+    "default_cache_dir",
+    "image_blocks",
+    "resolve_image",
+    "resolve_record",
+]
