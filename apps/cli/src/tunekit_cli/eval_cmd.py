@@ -7,11 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
-out = Console(highlight=False)
+from tunekit_cli.console import out
+
 _METRICS = ("loss", "perplexity", "token_accuracy", "exact_match", "rouge_l")
 
 
@@ -42,6 +40,10 @@ def evaluate(
         result = evaluate_run(run_dir, data, max_samples=max_samples, max_new_tokens=max_new_tokens)
         print(json.dumps(result))
         return 0
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.table import Table
+
     with Progress(
         TextColumn("[bold]eval[/bold]"),
         BarColumn(),

@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-out = Console(highlight=False)
+from tunekit_cli.console import out
 
 GpuMemory = Annotated[str | None, typer.Option("--gpu-memory", help="memory per device to fit: 80GB, 80GiB, 24000MB (default: the GPU's; on CPU the available RAM)")]
 
@@ -45,6 +43,8 @@ def plan(
 def _print(info: dict[str, Any]) -> None:
     def gib(n: int | None) -> str:
         return "-" if n is None else f"{n / 2**30:,.2f} GiB"
+
+    from rich.table import Table
 
     head = Table(show_header=False, title="train plan")
     head.add_row("parameters", f"{info['params_total']:,} total, {info['params_trainable']:,} trainable")

@@ -6,9 +6,8 @@ import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-out = Console(highlight=False)
+from tunekit_cli.console import out
 
 
 def serve(
