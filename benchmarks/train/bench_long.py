@@ -166,7 +166,11 @@ def child_trl(length: int, steps: int, warmup: int) -> dict[str, Any]:
         disable_tqdm=True,
         seed=0,
     )
-    trainer = SFTTrainer(model=build_model(), args=config, train_dataset=datasets.Dataset.from_list(records), callbacks=[clock])
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(Path(__file__).resolve().parents[2] / "examples" / "tiny" / "tokenizer")
+    dataset = datasets.Dataset.from_list(records)
+    trainer = SFTTrainer(model=build_model(), args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=[clock])
     trainer.train()
     return {"times": clock.times, "tokens": clock.tokens}
 
