@@ -7,8 +7,8 @@ start and end inside lines, at blank lines and at CRLF endings.
 from __future__ import annotations
 
 import io
-import socket
 import json
+import socket
 from pathlib import Path
 
 import orjson
