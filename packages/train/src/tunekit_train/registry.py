@@ -77,5 +77,12 @@ def resolve_model(uri: str, *, tracking_uri: str | None = None, dst: Path | None
         return Path(uri)
     import mlflow.artifacts
 
-    local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst) if dst else None, tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    from tunekit_train.tracking import client_for
+
+    client = client_for(tracking_uri) if tracking_uri else None
+    if uri.startswith("models:/") and client is not None:
+        # Asked of the given registry explicitly: MLflow's models:/ resolution uses the default registry.
+        name, _, version = uri.removeprefix("models:/").rpartition("/")
+        uri = client.get_model_version_download_uri(name, version)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst) if dst else None, tracking_uri=tracking_uri)
     return Path(local)
