@@ -17,7 +17,7 @@ out = Console(highlight=False)
 def runs(
     experiment: Annotated[str | None, typer.Option(help="only the runs tracked in this MLflow experiment (run.experiment_path)")] = None,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="directory holding the run directories")] = Path("runs"),
-    backfill: Annotated[bool, typer.Option(help="log the metrics.csv steps and files each tracked run's MLflow run lacks")] = False,
+    backfill: Annotated[bool, typer.Option(help="log the metrics.csv steps and files each tracked run's MLflow run lacks (creating it if tracking never reached MLflow)")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
 ) -> int:
     """List the runs (newest first), like Bedrock's custom-model jobs or an MLflow experiment's runs."""
@@ -28,7 +28,7 @@ def runs(
     if backfill:
         from tunekit_train.tracking import backfill as backfill_run
 
-        backfilled = [backfill_run(Path(r["run_dir"])) for r in listed if r["mlflow_run_id"]]
+        backfilled = [b for r in listed if (b := backfill_run(Path(r["run_dir"]))) is not None]
     if json_output:
         print(json.dumps({"runs_dir": str(runs_dir), "runs": listed, "backfilled": backfilled}))
         return 0

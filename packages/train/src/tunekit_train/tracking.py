@@ -76,6 +76,7 @@ def client_for(uri: str) -> Any:
     # MLflow's default is 7 retries with exponential backoff: minutes per call against a server that is down.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout is --json's
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -153,24 +154,34 @@ def missing_points(client: Any, run_id: str, rows: list[dict[str, str]]) -> list
     return [(k, v, s) for k, v, s in points if s not in logged[k]]
 
 
-def backfill(run_dir: Path) -> dict[str, Any]:
+def backfill(run_dir: Path) -> dict[str, Any] | None:
     """Log the ``metrics.csv`` steps the run's MLflow run lacks, and refresh its files and state.
 
-    Raises:
-        InputError: the run directory was never tracked (no ``mlflow.json``).
+    A run whose tracking never reached MLflow gets its MLflow run created now. Returns None for a run
+    with ``run.tracking: false``.
     """
-    from tunekit_data.errors import InputError
+    import yaml
 
+    recipe = run_dir / "recipe.yaml"
+    run = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("run", {}) if recipe.is_file() else {}
+    if run.get("tracking") is False:
+        return None
     record = read_record(run_dir)
+    target = Target(record["tracking_uri"], record["experiment"], None) if record else target_for(run, run_dir.parent)
+    method = json.loads((run_dir / STATE_FILE).read_text(encoding="utf-8")).get("method", "")
+    client, run_id = open_run(run_dir, target, tags=run_tags(run_dir, run.get("name", ""), method))
     if record is None:
-        msg = f"{run_dir}: not tracked in MLflow (no {RECORD_FILE}; run.tracking was false)"
-        raise InputError(msg)
-    client = client_for(record["tracking_uri"])
-    missing = missing_points(client, record["run_id"], read_metrics(run_dir))
-    log_points(client, record["run_id"], missing)
-    _log_run_files(client, record["run_id"], run_dir)
-    _set_final_status(client, record["run_id"], run_dir)
-    return {"run_dir": str(run_dir), "run_id": record["run_id"], "backfilled_points": len(missing)}
+        log_params(client, run_id, flatten(yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}))
+    missing = missing_points(client, run_id, read_metrics(run_dir))
+    log_points(client, run_id, missing)
+    _log_run_files(client, run_id, run_dir)
+    _set_final_status(client, run_id, run_dir)
+    return {"run_dir": str(run_dir), "run_id": run_id, "backfilled_points": len(missing)}
+
+
+def run_tags(run_dir: Path, name: str, method: str) -> dict[str, str]:
+    """The tags a new MLflow run starts with (``mlflow.runName`` is what the UI shows)."""
+    return {"tunekit.name": name, "tunekit.run_dir": str(run_dir.resolve()), "tunekit.method": method, "mlflow.runName": name}
 
 
 def sinks_for(resolved: dict[str, Any], run_dir: Path) -> tuple[MlflowSink, ...]:
@@ -228,8 +239,8 @@ class MlflowSink:
 
     def _start(self) -> None:
         params = self._params
-        tags = {"tunekit.name": params.get("run.name", ""), "tunekit.run_dir": str(self.run_dir.resolve()), "tunekit.method": params.get("training_config.method", "")}
-        self._client, self.run_id = open_run(self.run_dir, self.target, tags={**tags, "mlflow.runName": tags["tunekit.name"]})
+        tags = run_tags(self.run_dir, params.get("run.name", ""), params.get("training_config.method", ""))
+        self._client, self.run_id = open_run(self.run_dir, self.target, tags=tags)
         log_params(self._client, self.run_id, params)
 
     def _log(self, items: list[tuple[str, Any]]) -> None:
