@@ -56,12 +56,10 @@ class Target:
 
 def target_for(run: dict[str, Any], runs_root: Path) -> Target:
     """The tracking target of a recipe's ``run`` section (a dict, as in ``recipe.yaml``)."""
-    uri = run.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = run.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{runs_root.resolve() / 'mlflow.db'}"
     artifacts = None
-    if not uri:
-        runs_root = runs_root.resolve()
-        uri = f"sqlite:///{runs_root / 'mlflow.db'}"
-        artifacts = (runs_root / "mlartifacts").as_uri()
+    if uri.startswith("sqlite:///"):  # MLflow's default would be ./mlruns, wherever the command runs
+        artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
     return Target(uri, run.get("experiment_path") or run.get("name") or "tunekit-run", artifacts)
 
 
