@@ -22,6 +22,7 @@ then warned about once (an event and stderr) and logging stops; the metrics stay
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -230,7 +231,7 @@ class MlflowSink:
             while not self._queue.empty():  # drain: one batch for everything queued meanwhile
                 items.append(self._queue.get_nowait())
             if self._failure is None:
-                self._try("log", lambda: self._log(items))
+                self._try("log", functools.partial(self._log, items))
             if items[-1][0] == "close":
                 self._try("finish", self._finish)
                 return
