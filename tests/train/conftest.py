@@ -121,7 +121,9 @@ def recipe_for(tiny_model: Path, packed_sft: Path) -> Callable[..., object]:
 
     def build(*overrides: str, data: Path = packed_sft, model: Path = tiny_model) -> object:
         base = {
-            "run": {"name": "t", "model_name_or_path": str(model), "data_s3_path": str(data)},
+            # MLflow tracking is off unless a test asks for it (tests/train/test_tracking.py): it costs an
+            # import and a SQLite migration per run directory.
+            "run": {"name": "t", "model_name_or_path": str(model), "data_s3_path": str(data), "tracking": False},
             "training_config": {
                 "max_length": 64,
                 "global_batch_size": 4,

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tunekit_cli import eval_cmd, plan_cmd, serve_cmd
+from tunekit_cli import eval_cmd, plan_cmd, runs_cmd, serve_cmd
 from tunekit_cli.runner import run_app
 
 app = typer.Typer(
@@ -32,6 +32,7 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
+app.command("runs")(runs_cmd.runs)
 
 
 def _before_torch() -> None:
@@ -164,6 +165,7 @@ def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="new directory for the exported model")],
     merge: Annotated[bool, typer.Option(help="fold LoRA adapters into the base weights")] = False,
     tokenizer: Annotated[Path | None, typer.Option(help="tokenizer directory to include (default: the one saved with the model)")] = None,
+    register: Annotated[str | None, typer.Option(help="also register the exported model in the run's MLflow registry under NAME (<catalog>.<schema>[.<name>] accepted)")] = None,
     json_output: JsonFlag = False,
 ) -> int:
     """Write a Hugging Face model directory (safetensors); --merge folds LoRA into the base weights."""
@@ -171,10 +173,16 @@ def export(
     from tunekit_train.export import export_model
 
     result = export_model(run_dir, output, merge=merge, tokenizer=tokenizer)
+    if register is not None:
+        from tunekit_train.registry import register_run
+
+        result["registered"] = register_run(run_dir, output, register)
     if json_output:
         print(json.dumps(result))
     else:
         out.print(f"exported {result['kind']} from {result['source']} to {result['output']}: {', '.join(result['files'])}")
+        if register is not None:
+            out.print(f"registered {result['registered']['name']} version {result['registered']['version']}")
     return 0
 
 

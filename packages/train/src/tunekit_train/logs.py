@@ -8,6 +8,9 @@
   then the method's own columns (DPO: rewards/chosen ... logps/rejected, and their ``val_`` versions).
 - ``tb/``: TensorBoard scalars (and eval-prompt generations as text) when the recipe asks for it.
 
+Sinks (``tunekit_train.tracking``'s MLflow mirror) receive every event and metrics row as it is written;
+the files stay the record, so a sink that fails loses nothing.
+
 On resume, rows and TensorBoard points after the checkpoint's step are dropped: they came from the part
 of the interrupted run that is being redone.
 """
@@ -19,7 +22,7 @@ import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -28,6 +31,20 @@ METRIC_COLUMNS = ("step", "epoch", "train_loss", "val_loss", "lr", "tokens_per_s
 STATE_FILE = "state.json"
 EVENTS_FILE = "events.jsonl"
 METRICS_FILE = "metrics.csv"
+
+
+class Sink(Protocol):
+    """Something that receives a copy of what a run logs (called from the training thread: must not block)."""
+
+    def event(self, record: dict[str, Any]) -> None:
+        """An event, as appended to ``events.jsonl``."""
+
+    def metrics(self, row: dict[str, str]) -> None:
+        """A metrics row, formatted as written to ``metrics.csv``."""
+
+    def close(self) -> list[str]:
+        """The run's log is closing; returns warnings to record as events."""
+        ...
 
 
 def now() -> str:
@@ -42,11 +59,13 @@ def write_json_atomic(path: Path, value: Any) -> None:
     tmp.replace(path)
 
 
-def append_event(run_dir: Path, kind: str, message: str, *, step: int | None = None, **data: Any) -> None:
-    """Append an event to a run's ``events.jsonl`` (also for commands that run after training, like ``train eval``)."""
+def append_event(run_dir: Path, kind: str, message: str, *, step: int | None = None, **data: Any) -> dict[str, Any]:
+    """Append an event to a run's ``events.jsonl`` (also for commands that run after training, like
+    ``train eval``) and return the record written."""
     record = {"time": now(), "type": kind, "step": step, "message": message, **data}
     with (run_dir / EVENTS_FILE).open("a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
+    return record
 
 
 class RunLog:
@@ -62,8 +81,10 @@ class RunLog:
         total_steps: int,
         resume_step: int = 0,
         extra_columns: tuple[str, ...] = (),
+        sinks: tuple[Sink, ...] = (),
     ) -> None:
         self.run_dir = run_dir
+        self._sinks = sinks
         self.started = time.monotonic()
         self.state: dict[str, Any] = {}
         self._metrics_path = run_dir / METRICS_FILE
@@ -89,7 +110,9 @@ class RunLog:
 
     def event(self, kind: str, message: str, *, step: int | None = None, **data: Any) -> None:
         """Append an event to ``events.jsonl``."""
-        append_event(self.run_dir, kind, message, step=step, **data)
+        record = append_event(self.run_dir, kind, message, step=step, **data)
+        for sink in self._sinks:
+            sink.event(record)
 
     def update_state(self, **fields: Any) -> None:
         """Merge ``fields`` into ``state.json``."""
@@ -99,11 +122,14 @@ class RunLog:
     def metrics(self, row: dict[str, Any]) -> None:
         """Append a row to ``metrics.csv`` and the non-empty values to TensorBoard."""
         new = not self._metrics_path.is_file()
+        written = {k: _fmt(row.get(k)) for k in self._columns}
         with self._metrics_path.open("a", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=self._columns)
             if new:
                 writer.writeheader()
-            writer.writerow({k: _fmt(row.get(k)) for k in self._columns})
+            writer.writerow(written)
+        for sink in self._sinks:
+            sink.metrics(written)
         if self._writer is not None:
             for key, value in row.items():
                 if key != "step" and value is not None:
@@ -127,11 +153,15 @@ class RunLog:
             )
 
     def close(self) -> None:
-        """Stop the progress bar and close TensorBoard."""
+        """Stop the progress bar, close TensorBoard and the sinks (recording their warnings)."""
         if self._progress is not None:
             self._progress.stop()
         if self._writer is not None:
             self._writer.close()
+        sinks, self._sinks = self._sinks, ()  # the sinks' own warnings are not sent back to them
+        for sink in sinks:
+            for warning in sink.close():
+                self.event("warning", warning)
 
 
 def _fmt(value: Any) -> Any:

@@ -70,6 +70,14 @@ class RunSection(_Section):
     """Run directory (checkpoints, logs, final model) when ``--output-dir`` is not given."""
     custom_weights_path: str | None = None
     """Databricks key: start from the weights of an earlier run (its run dir or one checkpoint dir)."""
+    tracking: bool = True
+    """Mirror the run into MLflow (tunekit_train.tracking); ``false`` keeps only the run directory's files."""
+    experiment_path: str | None = None
+    """Databricks key: the MLflow experiment the run is logged to (default: ``run.name``)."""
+    tracking_uri: str | None = None
+    """MLflow tracking URI (default: ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<runs dir>/mlflow.db``)."""
+    register_to: str | None = None
+    """Databricks key: register the final model under this name (``<catalog>.<schema>[.<name>]`` accepted)."""
 
 
 # ------------------------------------------------------------------------------------- exp_manager

@@ -44,7 +44,7 @@ from torch import nn
 from tunekit_data.errors import ConfigError, UsageError
 from tunekit_data.s3 import is_s3
 from tunekit_train import checkpoint as ckpt
-from tunekit_train import distributed
+from tunekit_train import distributed, tracking
 from tunekit_train.attention import Backend, flattens_rows, resolve_backend
 from tunekit_train.data import BatchStream, PackedRows, collate
 from tunekit_train.dpo import METRIC_COLUMNS, DpoLoss, collate_pairs
@@ -146,6 +146,7 @@ def run_training(
         total_steps=schedule.total_steps,
         resume_step=state.step,
         extra_columns=METRIC_COLUMNS if config.method == "dpo" else (),
+        sinks=tracking.sinks_for(loaded.resolved, run_dir),  # MLflow (run.tracking*, run.register_to)
     )
     facts = {
         "lora": is_lora(model),
