@@ -8,10 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-out = Console(highlight=False)
+from tunekit_cli.console import out
 
 
 def runs(
@@ -32,6 +30,8 @@ def runs(
     if json_output:
         print(json.dumps({"runs_dir": str(runs_dir), "runs": listed, "backfilled": backfilled}))
         return 0
+    from rich.table import Table
+
     table = Table("name", "state", "method", "model", "step", "best val loss", "tokens", "duration", "mlflow run", title=f"runs in {runs_dir}")
     for r in listed:
         loss = "" if r["best_val_loss"] is None else f"{r['best_val_loss']:.4f}"
