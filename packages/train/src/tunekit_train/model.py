@@ -122,20 +122,22 @@ def _input_dropout(p: float) -> Any:
     return hook
 
 
-def prepare_model(model: nn.Module, config: TrainingConfig, *, checkpointing: bool, device: torch.device) -> list[str]:
+def prepare_model(
+    model: nn.Module, config: TrainingConfig, *, checkpointing: bool, device: torch.device
+) -> list[tuple[str, str]]:
     """Apply the recipe's memory and speed settings to a built model (after LoRA and dropouts, before
     sharding): bf16 storage (``precision``), per-layer activation checkpointing, ``compile``.
 
-    Returns notes for the run's events; warnings start with ``warning:``.
+    Returns ``(event type, message)`` pairs for the run's events: ``warning`` or ``model``.
     """
     from tunekit_train.checkpointing import checkpoint_layers, compile_layers
     from tunekit_train.precision import precision_warnings, resolve_precision, store_weights
 
     store_weights(model, config.precision, device)
-    notes = [f"warning: {w}" for w in precision_warnings(config.precision, device)]
-    notes.append(f"precision: {resolve_precision(config.precision, device)}")
+    notes = [("warning", w) for w in precision_warnings(config.precision, device)]
+    notes.append(("model", f"precision: {resolve_precision(config.precision, device)}"))
     if checkpointing:
-        notes.append(f"activation checkpointing: {checkpoint_layers(model)} decoder layers")
+        notes.append(("model", f"activation checkpointing: {checkpoint_layers(model)} decoder layers"))
     if config.compile:
-        notes.append(f"compile: {compile_layers(model)} decoder layers")
+        notes.append(("model", f"compile: {compile_layers(model)} decoder layers"))
     return notes

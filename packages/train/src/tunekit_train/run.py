@@ -166,8 +166,7 @@ def run_training(
             log.event("data", f"{split}: {len(rows)} rows, {rows.n_tokens} tokens from {rows.source}")
     for note in reference_notes:
         log.event("reference", note)
-    for note in model_notes:
-        kind, _, text = note.partition(": ") if note.startswith("warning: ") else ("model", "", note)
+    for kind, text in model_notes:
         log.event(kind, text)
     tokenizer = load_tokenizer(paths.tokenizer) if paths.tokenizer and config.eval_prompts else None
     retention = config.exp_manager.checkpoint_callback_params
