@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tunekit_train.logs import EVENTS_FILE, STATE_FILE, now, read_metrics, write_json_atomic
+from tunekit_train.logs import EVENTS_FILE, STATE_FILE, append_event, now, read_metrics, write_json_atomic
 
 RECORD_FILE = "mlflow.json"
 """In the run directory: where its MLflow run is (tracking URI, experiment, run id)."""
@@ -162,7 +162,8 @@ def backfill(run_dir: Path) -> dict[str, Any] | None:
     import yaml
 
     recipe = run_dir / "recipe.yaml"
-    run = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("run", {}) if recipe.is_file() else {}
+    resolved = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}) if recipe.is_file() else {}
+    run = resolved.get("run", {})
     if run.get("tracking") is False:
         return None
     record = read_record(run_dir)
@@ -170,7 +171,7 @@ def backfill(run_dir: Path) -> dict[str, Any] | None:
     method = json.loads((run_dir / STATE_FILE).read_text(encoding="utf-8")).get("method", "")
     client, run_id = open_run(run_dir, target, tags=run_tags(run_dir, run.get("name", ""), method))
     if record is None:
-        log_params(client, run_id, flatten(yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}))
+        log_params(client, run_id, flatten(resolved))
     missing = missing_points(client, run_id, read_metrics(run_dir))
     log_points(client, run_id, missing)
     _log_run_files(client, run_id, run_dir)
@@ -280,12 +281,8 @@ class MlflowSink:
             from tunekit_train.registry import register_model
 
             version = register_model(self._client, self.run_id, Path(state["final"]), self.register_to, run_name=state.get("name"))
-            self._append_event(f"registered {version['name']} version {version['version']}")
-
-    def _append_event(self, message: str) -> None:
-        # Written from the worker after training ended: the RunLog no longer writes events.
-        with (self.run_dir / EVENTS_FILE).open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"time": now(), "type": "registered", "step": None, "message": message}) + "\n")
+            # Written from the worker after training ended: the RunLog no longer writes events.
+            append_event(self.run_dir, "registered", f"registered {version['name']} version {version['version']}")
 
     def _try(self, what: str, call: Callable[[], _T]) -> _T | None:
         for wait in (*RETRIES, None):
