@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 from tunekit_data import storage
@@ -22,12 +21,11 @@ def default_cache_dir() -> Path:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    # Written to a temp name and renamed, so a concurrent reader never sees a partial object.
+    # The storage layer's atomic output (temp name, rename on commit): a concurrent reader never sees a
+    # partial object. Cache keys have no suffix, and the bytes are stored as fetched (no compression).
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as out:
+    with storage.open_output(str(path), compress=False) as out:
         out.write(data)
-    Path(temp).replace(path)
 
 
 class MediaCache:
