@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import logging
 import os
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -190,3 +191,10 @@ def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for servers and process groups a test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 from pathlib import Path
 
 import orjson
 import pytest
+from tests.conftest import free_port
 
 from tunekit_cli.check_cmd import write_json
 from tunekit_cli.ds import main
@@ -110,9 +110,7 @@ def test_engine_options_are_checked(capsys, tmp_path):
 
 def test_a_dead_cluster_is_one_clear_error(tmp_path, capsys):
     paths = _dataset(tmp_path)
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there
     assert main(["check", *paths, "--engine", "ray", "--ray-address", f"127.0.0.1:{port}"]) == 2
     err = capsys.readouterr().err
     assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in err and "Traceback" not in err

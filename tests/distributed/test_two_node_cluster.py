@@ -22,6 +22,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from tests.conftest import free_port
 
 from tunekit_cli.ds import main
 
@@ -40,15 +41,9 @@ write_json(summary, sys.stdout.buffer)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def _cluster() -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     tmp = Path(tempfile.mkdtemp(prefix="tkray", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     common = ["--num-cpus", "1", "--block", "--disable-usage-stats"]
     nodes = [subprocess.Popen([RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--include-dashboard", "false", "--temp-dir", str(tmp), *common],

@@ -14,7 +14,6 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tests.conftest import free_port
 
 from tunekit_data.errors import ConfigError
 from tunekit_train.data import epoch_order
@@ -139,19 +139,13 @@ def _assert_same_weights(a_dir: Path, b_dir: Path) -> None:
 
 def _start_ranks(recipe: Path, output_dir: Path, world: int) -> list[subprocess.Popen[str]]:
     # What torchrun would start: one process per rank with the standard variables.
-    port = _free_port()
+    port = free_port()
     ranks = []
     for rank in range(world):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)}
         env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         ranks.append(subprocess.Popen([sys.executable, "-c", WORKER, str(recipe), str(output_dir)], env=env, text=True, stderr=subprocess.PIPE))
     return ranks
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_two_spawned_processes_match_one(tiny_model: Path, packed_sft: Path, tmp_path: Path) -> None:
