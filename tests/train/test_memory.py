@@ -13,7 +13,7 @@ from tunekit_train.checkpointing import checkpoint_layers, decoder_layers
 from tunekit_train.data import collate
 from tunekit_train.dpo import DpoLoss, collate_pairs
 from tunekit_train.lora import add_lora
-from tunekit_train.losses import causal_lm_loss, summed_loss, token_losses, trained_logits
+from tunekit_train.losses import causal_lm_loss, summed_loss, token_losses, trained_hidden
 from tunekit_train.model import Dropouts, apply_dropouts
 from tunekit_train.precision import store_weights
 from tunekit_train.recipe import DpoCfg, LoraTuning
@@ -21,6 +21,13 @@ from tunekit_train.reference import AdaptersOff, FrozenCopy
 
 from .conftest import TINY_LLAMA, row_columns, sft_sequences
 from .dpo_data import pair_row, random_pairs
+
+
+def trained_logits(model, batch, backend):
+    """Float32 logits ``[n, vocab]`` at the n trained positions and those n tokens, all at once: the
+    reference the chunked losses are checked against (training never holds every logit)."""
+    hidden, head, targets = trained_hidden(model, batch, backend)
+    return head(hidden).float(), targets
 
 CPU = torch.device("cpu")
 

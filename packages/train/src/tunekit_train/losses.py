@@ -151,15 +151,6 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         return grad * grad_hidden, (grad * grad_weight).to(weight_dtype), bias, None, None
 
 
-def trained_logits(model: nn.Module, batch: Batch, backend: Backend) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float32 logits ``[n, vocab]`` at the n trained positions and those n tokens, all at once.
-
-    The reference the chunked losses are checked against (it holds every logit); training never calls it.
-    """
-    hidden, head, targets = trained_hidden(model, batch, backend)
-    return head(hidden).float(), targets
-
-
 def causal_lm_loss(model: nn.Module, batch: Batch, backend: Backend, *, chunk: int = DEFAULT_CHUNK) -> tuple[torch.Tensor, MetricSums]:
     """Summed next-token cross-entropy over the trained tokens of ``batch`` (no metrics)."""
     if not batch.n_targets:
