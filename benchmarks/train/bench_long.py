@@ -90,15 +90,16 @@ def child_tunekit(length: int, steps: int, warmup: int, checkpointed: bool) -> d
 
     from tunekit_train.checkpointing import checkpoint_layers
     from tunekit_train.data import collate
-    from tunekit_train.losses import causal_lm_loss, trained_logits
+    from tunekit_train.losses import causal_lm_loss, trained_hidden
 
     model = build_model().train()
     if checkpointed:
         checkpoint_layers(model)
 
     def plain_loss(model: Any, batch: Any, backend: str) -> tuple[Any, dict]:
-        logits, targets = trained_logits(model, batch, backend)
-        return F.cross_entropy(logits, targets, reduction="sum"), {}
+        # What the loss was before issue 12: every trained position's float32 logits at once.
+        hidden, head, targets = trained_hidden(model, batch, backend)
+        return F.cross_entropy(head(hidden).float(), targets, reduction="sum"), {}
 
     loss_fn = causal_lm_loss if checkpointed else plain_loss
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -211,8 +212,13 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1, help="steps before the timed ones")
     p.add_argument("--peers", default=",".join(PEERS))
     p.add_argument("--max-gib", type=float, default=10.0, help="skip tunekit-plain where its plan needs more")
+    p.add_argument("--layers", type=int, default=MODEL["num_hidden_layers"], help="decoder layers (toy runs: fewer)")
+    p.add_argument("--hidden", type=int, default=MODEL["hidden_size"], help="hidden size (toy runs: smaller)")
     p.add_argument("--child", nargs=2, metavar=("PEER", "LENGTH"), help=argparse.SUPPRESS)
     a = p.parse_args()
+    heads = max(1, a.hidden // 64)
+    MODEL.update(num_hidden_layers=a.layers, hidden_size=a.hidden, intermediate_size=a.hidden * 8 // 3,
+                 num_attention_heads=heads, num_key_value_heads=heads)
     if a.child:
         child(a.child[0], int(a.child[1]), a.steps, a.warmup)
         return
@@ -222,8 +228,10 @@ def main() -> None:
             if peer == "tunekit-plain" and planned_gib(length, False) > a.max_gib:
                 skipped.append({"peer": peer, "length": length, "planned_gib": planned_gib(length, False)})
                 continue
-            args = [sys.executable, __file__, "--child", peer, str(length), "--steps", str(a.steps), "--warmup", str(a.warmup)]
-            out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+            args = [sys.executable, __file__, "--child", peer, str(length), "--steps", str(a.steps), "--warmup", str(a.warmup),
+                    "--layers", str(a.layers), "--hidden", str(a.hidden)]
+            # The child's stderr passes through, so a failing point shows its own traceback.
+            out = subprocess.run(args, stdout=subprocess.PIPE, text=True, check=True).stdout
             point = json.loads(out.strip().splitlines()[-1])
             point["planned_gib"] = planned_gib(length, peer != "tunekit-plain") if peer != "trl" else None
             results.append(point)
