@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_long import packed_row, sequences  # noqa: E402  (the same seeded rows as the CPU benchmark)
+from bench_long import packed_row, sequences  # the same seeded rows as the CPU benchmark
 
 MODEL = {
     "vocab_size": 128256, "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
