@@ -106,8 +106,8 @@ def _driver(address: str, range_size: int, valid: Path | str, paths: list[str]) 
 def _finish(driver: subprocess.Popen) -> dict:
     out, err = driver.communicate(timeout=300)
     assert out, err.decode()[-2000:]
-    # The report is the last line: Ray's driver prints a lost worker's notice on stdout before it.
-    return json.loads(out.splitlines()[-1])
+    # stdout is the report alone: Ray's notice of the killed worker goes to stderr (cluster.connect).
+    return json.loads(out)
 
 
 def _task_workers() -> list[int]:

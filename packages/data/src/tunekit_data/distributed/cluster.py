@@ -47,6 +47,7 @@ def connect(address: str | None) -> Any:
         _reachable(where)
     if ray.is_initialized():
         return ray
+    _notices_to_stderr()
     try:
         ray.init(
             address=address,
@@ -61,6 +62,28 @@ def connect(address: str | None) -> Any:
         msg = f"cannot reach the Ray cluster at {where}: {first}"
         raise InputError(msg) from None
     return ray
+
+
+def _notices_to_stderr() -> None:
+    """Send the Ray driver's cluster notices ("a worker died ...") to stderr instead of stdout.
+
+    Ray's driver prints them on stdout whatever ``log_to_driver`` says (its error listener thread calls
+    ``ray._private.worker.print_to_stdstream`` with ``is_err=False``), which breaks every ``--json``
+    report a script reads from stdout. They are diagnostics, so they go where diagnostics go. Ray has no
+    public switch for this; if a Ray release moves the function, the notices stay where Ray puts them.
+    """
+    import importlib
+
+    worker = importlib.import_module("ray._private.worker")
+    original = getattr(worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "_tunekit_stderr", False):
+        return
+
+    def to_stderr(data: dict, *args: Any, **kwargs: Any) -> None:
+        original({**data, "is_err": True}, *args, **kwargs)
+
+    to_stderr._tunekit_stderr = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_stderr
 
 
 def _reachable(address: str) -> None:
