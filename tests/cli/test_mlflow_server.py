@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,21 @@ class Server:
             self.process.wait()
 
 
+@contextmanager
+def serving(args: list[str], log: Path) -> Iterator[str]:
+    """`train serve ARGS` in a subprocess on a free port; yields its URL."""
+    command = [sys.executable, "-m", "tunekit_cli.train", "serve", *args, "--port", "0", "--json"]
+    with log.open("w") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        assert line, log.read_text()[-2000:]
+        yield json.loads(line)["url"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     root = tmp_path / "mlflow-server"
@@ -90,6 +106,19 @@ def test_run_logs_to_a_server_and_registers_its_model(
     local = resolve_model("models:/main.tunekit.sft-lora-tiny/1", tracking_uri=server.uri, dst=run_dir.parent / "downloaded")
     settings = GenerationSettings(max_new_tokens=8, do_sample=False)
     assert generate(load_trained(local), tokenizer_for(local), [PROMPT], settings) == [expected]
+
+    # `train serve` takes the registered version by its models:/ URI and answers as `train generate` does.
+    with serving(["models:/main.tunekit.sft-lora-tiny/1", "--tracking-uri", server.uri], run_dir.parent / "serve.log") as url:
+        from openai import OpenAI
+
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused")
+        assert [m.id for m in client.models.list().data] == ["main.tunekit.sft-lora-tiny"]
+        answer = client.chat.completions.create(
+            model="main.tunekit.sft-lora-tiny", messages=[{"role": "user", "content": PROMPT}], max_tokens=8, temperature=0
+        )
+        assert answer.choices[0].message.content == expected
+    assert main(["serve", "models:/main.tunekit.sft-lora-tiny/9", "--tracking-uri", server.uri]) == 1
+    assert "models:/main.tunekit.sft-lora-tiny/9: cannot fetch it from the MLflow registry" in capsys.readouterr().err
 
     merged = run_dir.parent / "merged"
     assert main(["export", str(run_dir), "-o", str(merged), "--merge", "--register", "tunekit-merged", "--json"]) == 0

@@ -23,6 +23,7 @@ ROOT = Path(__file__).parents[2]
 API_KEY = "test-key"
 CONTEXT = 256  # the tiny model's context, so an over-long prompt is cheap to build
 SYSTEM = "Answer with one word."
+B_ID = "main.team.run-b"
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
 
 @pytest.fixture(scope="session")
 def served(runs: Runs) -> Iterator[Served]:
-    """`train serve run-a run-b` with an API key, small token and body limits."""
+    """`train serve run-a main.team.run-b=run-b` with an API key, small token and body limits (b's id is
+    dotted, as registered Unity Catalog names are, and peft adapter names cannot be)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "tunekit_cli.train", "serve", str(runs.a), str(runs.b), "--port", "0", "--json",
+    command = [sys.executable, "-m", "tunekit_cli.train", "serve", str(runs.a), f"{B_ID}={runs.b}", "--port", "0", "--json",
                "--api-key", API_KEY, "--max-tokens-limit", "64", "--max-body-bytes", "4096"]  # fmt: skip
     log = runs.a.parent / "serve.log"  # a file, not a pipe: a pipe nobody reads would block the server once full
     with log.open("w") as stderr:

@@ -15,7 +15,7 @@ import botocore.exceptions
 import openai
 import pytest
 from botocore.eventstream import EventStreamBuffer
-from tests.serve.conftest import API_KEY, CONTEXT, SYSTEM, Runs, Served
+from tests.serve.conftest import API_KEY, B_ID, CONTEXT, SYSTEM, Runs, Served
 
 from tunekit_cli.train import main
 from tunekit_train.serve import eventstream
@@ -144,13 +144,13 @@ def test_openai_chat_and_stream_equal_train_generate(served: Served, runs: Runs,
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == answer.choices[0].finish_reason
     assert chunks[-1].usage.completion_tokens == answer.usage.completion_tokens
-    assert [m.id for m in client.models.list()] == ["run-a", "run-b"]
+    assert [m.id for m in client.models.list()] == ["run-a", B_ID]
 
 
 def test_two_adapters_on_one_base_answer_by_model_id(served: Served, runs: Runs, capsys) -> None:
     assert len({m["base"] for m in served.info["models"]}) == 1  # one base, loaded once, two adapters on it
     client = oai(served.url)
-    a, b = chat(client, "run-a").choices[0].message.content, chat(client, "run-b").choices[0].message.content
+    a, b = chat(client, "run-a").choices[0].message.content, chat(client, B_ID).choices[0].message.content
     assert a != b
     assert (a, b) == (generated(runs.a, capsys), generated(runs.b, capsys))
     assert chat(client, "run-a").choices[0].message.content == a  # switching back gives A's adapter again
@@ -163,7 +163,7 @@ def test_concurrent_requests_are_batched(served: Served) -> None:
     before = health(served.url)["batches"]
     with ThreadPoolExecutor(8) as pool:
         answers = list(
-            pool.map(lambda p: chat(client, "run-a" if prompts.index(p) % 2 else "run-b", p), prompts)
+            pool.map(lambda p: chat(client, "run-a" if prompts.index(p) % 2 else B_ID, p), prompts)
         )
     assert all(a.choices[0].finish_reason in {"stop", "length"} for a in answers)
     stats = health(served.url)

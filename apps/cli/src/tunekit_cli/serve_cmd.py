@@ -14,7 +14,8 @@ def serve(
     models: Annotated[
         list[str],
         typer.Argument(
-            help="run, checkpoint or export directories, each PATH or ID=PATH (default id: the run's directory name)"
+            help="run, checkpoint or export directories or registered models, each PATH, models:/NAME/VERSION "
+            "or ID=either (default id: the run's directory name, or NAME)"
         ),
     ],
     host: Annotated[
@@ -39,6 +40,10 @@ def serve(
         str | None,
         typer.Option(help="torch device for the transformers engine (default: cuda if available, else cpu)"),
     ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow server or store of models:/ arguments"),
+    ] = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="print one JSON object (address, model ids) once serving")
     ] = False,
@@ -56,7 +61,14 @@ def serve(
         api_key=api_key, max_tokens_limit=max_tokens_limit, max_body_bytes=max_body_bytes
     )
     server, sock = prepare(
-        models, host=host, port=port, engine=engine, settings=settings, max_batch=max_batch, device=device
+        models,
+        host=host,
+        port=port,
+        engine=engine,
+        settings=settings,
+        max_batch=max_batch,
+        device=device,
+        tracking_uri=tracking_uri,
     )
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://{bound_host}:{bound_port}"

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tunekit_data.errors import UsageError
+from tunekit_data.errors import InputError, UsageError
 from tunekit_train.lora import is_adapter_dir
 
 ARTIFACT_PATH = "model"
@@ -56,7 +56,6 @@ def register_run(run_dir: Path, model_dir: Path, name: str) -> dict[str, Any]:
     Raises:
         InputError: the run was never tracked.
     """
-    from tunekit_data.errors import InputError
     from tunekit_train.tracking import client_for, read_record
 
     record = read_record(run_dir)
@@ -76,13 +75,21 @@ def resolve_model(uri: str, *, tracking_uri: str | None = None, dst: Path | None
     if not uri.startswith(("models:/", "runs:/")):
         return Path(uri)
     import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
 
     from tunekit_train.tracking import client_for
 
-    client = client_for(tracking_uri) if tracking_uri else None
-    if uri.startswith("models:/") and client is not None:
-        # Asked of the given registry explicitly: MLflow's models:/ resolution uses the default registry.
-        name, _, version = uri.removeprefix("models:/").rpartition("/")
-        uri = client.get_model_version_download_uri(name, version)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst) if dst else None, tracking_uri=tracking_uri)
+    asked = uri
+    try:
+        client = client_for(tracking_uri) if tracking_uri else None
+        if uri.startswith("models:/") and client is not None:
+            # Asked of the given registry explicitly: MLflow's models:/ resolution uses the default registry.
+            name, _, version = uri.removeprefix("models:/").rpartition("/")
+            uri = client.get_model_version_download_uri(name, version)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst) if dst else None, tracking_uri=tracking_uri)
+    except (MlflowException, OSError) as exc:
+        where = tracking_uri or "$MLFLOW_TRACKING_URI"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        msg = f"{asked}: cannot fetch it from the MLflow registry at {where}: {first}"
+        raise InputError(msg) from None
     return Path(local)

@@ -227,6 +227,7 @@ def prepare(
     settings: ServeSettings,
     max_batch: int = 32,
     device: str | None = None,
+    tracking_uri: str | None = None,
 ) -> tuple[Server, socket.socket]:
     """Bind the address, then load the models ``specs`` name into ``engine``; `run` serves the result.
 
@@ -236,7 +237,7 @@ def prepare(
     from tunekit_train.serve.engine import make_engine
     from tunekit_train.serve.models import resolve_models
 
-    models = resolve_models(specs)
+    models = resolve_models(specs, tracking_uri=tracking_uri)
     try:
         sock = bind(host, port)
     except OSError as exc:

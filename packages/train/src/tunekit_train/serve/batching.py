@@ -133,8 +133,8 @@ class TransformersEngine:
 @torch.no_grad()
 def decode_batch(module: nn.Module, batch: list[Completion], device: torch.device) -> int:
     """Decode ``batch`` to the end of every completion; returns the tokens generated."""
-    if batch[0].model.base is not None:  # adapters are named by model id (see _load)
-        module.set_adapter(batch[0].model.model_id)
+    if batch[0].model.base is not None:  # adapters are named after the model id (see _load)
+        module.set_adapter(batch[0].model.adapter_name)
     pad = batch[0].model.pad_id
     width = max(len(c.prompt) for c in batch)
     input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
@@ -219,10 +219,10 @@ def _load(models: list[ServedModel], device: torch.device) -> dict[str, nn.Modul
             from peft import PeftModel
 
             base = load_model(served.base, backend="sdpa", seed=0)[0]
-            peft_model = PeftModel.from_pretrained(base, served.directory, adapter_name=served.model_id)
+            peft_model = PeftModel.from_pretrained(base, served.directory, adapter_name=served.adapter_name)
             by_base[served.base] = peft_model
         else:
-            peft_model.load_adapter(served.directory, adapter_name=served.model_id)
+            peft_model.load_adapter(served.directory, adapter_name=served.adapter_name)
         modules[served.model_id] = peft_model
     for module in {id(m): m for m in modules.values()}.values():
         module.to(device).eval()

@@ -42,6 +42,12 @@ class ServedModel:
     """Longest prompt + completion in tokens (the model's max_position_embeddings)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    @property
+    def adapter_name(self) -> str:
+        """The peft adapter name of this id: a registered model's id (``catalog.schema.name``) has dots,
+        which torch module names cannot hold."""
+        return self.model_id.replace(".", "\N{ONE DOT LEADER}")
+
     def encode(self, messages: list[dict[str, str]]) -> list[int]:
         """Prompt ids of a conversation, with an open assistant turn (as `train generate` renders it).
 
@@ -75,8 +81,11 @@ class ServedModel:
         return pad if pad is not None else (self.tokenizer.eos_token_id or 0)
 
 
-def model_source(spec: str) -> tuple[str | None, Path]:
-    """The explicit id (or None) and the local directory that an argument names.
+def model_source(spec: str, tracking_uri: str | None = None) -> tuple[str | None, Path]:
+    """The id (explicit, or None for the default) and the local directory that an argument names.
+
+    A registered model (``models:/NAME/VERSION``, ``runs:/RUN_ID/PATH``) is downloaded from the MLflow
+    registry at ``tracking_uri`` (None: ``$MLFLOW_TRACKING_URI``); its default id is NAME.
 
     Raises:
         UsageError: an empty id or path.
@@ -85,8 +94,13 @@ def model_source(spec: str) -> tuple[str | None, Path]:
     if not sep:
         model_id, path = "", spec
     if (sep and not model_id) or not path:
-        msg = f"{spec!r}: expected PATH or ID=PATH"
+        msg = f"{spec!r}: expected PATH, ID=PATH or ID=models:/NAME/VERSION"
         raise UsageError(msg)
+    if path.startswith(("models:/", "runs:/")):
+        from tunekit_train.registry import resolve_model
+
+        name = path.removeprefix("models:/").rpartition("/")[0] if path.startswith("models:/") else ""
+        return model_id or name or None, resolve_model(path, tracking_uri=tracking_uri)
     return model_id or None, Path(path)
 
 
@@ -99,8 +113,8 @@ def default_id(path: Path) -> str:
     return parts[-1]
 
 
-def resolve_models(specs: list[str]) -> list[ServedModel]:
-    """The models the arguments name, with their tokenizers and trained templates.
+def resolve_models(specs: list[str], *, tracking_uri: str | None = None) -> list[ServedModel]:
+    """The models the arguments name (see `model_source`), with their tokenizers and trained templates.
 
     Raises:
         UsageError: no arguments, or two with the same id.
@@ -111,7 +125,7 @@ def resolve_models(specs: list[str]) -> list[ServedModel]:
         raise UsageError(msg)
     models: dict[str, ServedModel] = {}
     for spec in specs:
-        explicit, path = model_source(spec)
+        explicit, path = model_source(spec, tracking_uri)
         directory = model_dir(path)
         model_id = explicit or default_id(path)
         if model_id in models:
