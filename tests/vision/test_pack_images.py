@@ -12,11 +12,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from tests.vision.shapes import COLOURS, colour_record, image_block, shape_png, write_jsonl
 
 import tunekit_tokenize as tk
 from tunekit_cli.ds import main
 from tunekit_data.errors import DataError
-from tests.vision.shapes import COLOURS, colour_record, image_block, shape_png, write_jsonl
 from tunekit_tokenize.vision import load_processor
 
 

@@ -43,8 +43,8 @@ from tunekit_tokenize.spool import SequenceStore, Spool
 from tunekit_tokenize.stats import Tally, summarize
 from tunekit_tokenize.tokenizer import TokenizerBundle, load_tokenizer
 from tunekit_tokenize.truncation import TRUNCATION_POLICIES, Truncation
-from tunekit_tokenize.workers import BATCH_SIZE, Batch, BatchResult, EncodeJob, encode_batches
 from tunekit_tokenize.vision import ImageInputs, VisionProcessor, load_processor
+from tunekit_tokenize.workers import BATCH_SIZE, Batch, BatchResult, EncodeJob, encode_batches
 from tunekit_tokenize.writer import MediaColumns, publish, staging_dir, write_json, write_shards
 
 Progress = Callable[[str, int, int | None], None]
