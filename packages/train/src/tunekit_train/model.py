@@ -56,6 +56,13 @@ def is_vision_config(path: Path) -> bool:
         return False
 
 
+def model_class(path: Path) -> Any:
+    """The transformers auto class for the model in ``path``: image-text-to-text for a vision-language model."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText if is_vision_config(path) else AutoModelForCausalLM
+
+
 def load_model(path: str | Path, *, backend: Backend, seed: int) -> tuple[nn.Module, bool]:
     """Load the causal LM (or vision-language model: ``AutoModelForImageTextToText``) in ``path`` in
     float32; returns the model and whether it was randomly initialised.
@@ -63,7 +70,6 @@ def load_model(path: str | Path, *, backend: Backend, seed: int) -> tuple[nn.Mod
     Raises:
         InputError: ``path`` is not a model directory.
     """
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
     from transformers.utils import logging
 
     # tunekit draws its own progress; transformers' bars (e.g. "Writing model shards") would interleave.
@@ -73,7 +79,7 @@ def load_model(path: str | Path, *, backend: Backend, seed: int) -> tuple[nn.Mod
         msg = f"{root}: not a Hugging Face model directory (no config.json)"
         raise InputError(msg)
     kwargs: dict[str, Any] = {"attn_implementation": backend, "dtype": torch.float32}
-    auto = AutoModelForImageTextToText if is_vision_config(root) else AutoModelForCausalLM
+    auto = model_class(root)
     if has_weights(root):
         return auto.from_pretrained(root, **kwargs), False
     from transformers import AutoConfig

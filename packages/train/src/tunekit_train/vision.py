@@ -16,7 +16,9 @@ each) and needs the model in the collating process; tests check the two agree se
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -107,9 +109,7 @@ class VisionCollate:
         from PIL import Image
 
         if self._processor is None:
-            from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-            self._processor = Qwen2VLImageProcessorPil.from_dict(self.vision["image_processor"])
+            self._processor = image_processor(self.vision["image_processor"])
         images = [Image.open(io.BytesIO(blob)).convert("RGB") for blob in blobs]
         out = self._processor(images=images, return_tensors="np")
         if not np.array_equal(out["image_grid_thw"].reshape(-1), grids.reshape(-1)):
@@ -141,3 +141,57 @@ class VisionCollate:
             image_grid_thw=torch.from_numpy(np.concatenate(grids).astype(np.int64)) if grids else torch.zeros(0, 3, dtype=torch.long),
             rope_positions=rope,
         )
+
+
+def image_processor(settings: dict[str, Any]) -> Any:
+    """transformers' Qwen2-VL image processor (Pillow backend: no torchvision) from its saved settings."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    return Qwen2VLImageProcessorPil.from_dict(settings)
+
+
+def load_image_processor(directory: Path) -> Any | None:
+    """The image processor saved in a model directory, or None for a text-only model."""
+    from tunekit_tokenize.vision import PROCESSOR_FILE
+
+    file = directory / PROCESSOR_FILE
+    return image_processor(json.loads(file.read_text(encoding="utf-8"))) if file.is_file() else None
+
+
+def vision_inputs(tokenizer: Any, processor: Any, messages: list[dict[str, Any]], *, chat_template: str | None = None) -> dict[str, torch.Tensor]:
+    """Model inputs for a prompt with images, as Qwen2-VL's processor makes them: the chat template
+    renders each image part as the placeholder, which is then repeated once per image token.
+
+    ``messages``: ``{"role", "content"}`` with ``content`` a string or a list of ``{"type": "text",
+    "text"}`` / ``{"type": "image", "image": PIL.Image}`` parts.
+    """
+    from tunekit_tokenize.vision import IMAGE_TOKEN, VISION_END, VISION_START
+
+    images, turns = [], []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            pieces = []
+            for part in content:
+                if part["type"] == "image":
+                    images.append(part["image"].convert("RGB"))
+                    pieces.append(f"{VISION_START}{IMAGE_TOKEN}{VISION_END}")
+                else:
+                    pieces.append(part["text"])
+            content = "".join(pieces)
+        turns.append({"role": message["role"], "content": content})
+    text = tokenizer.apply_chat_template(turns, chat_template=chat_template, add_generation_prompt=True, tokenize=False)
+    extra: dict[str, torch.Tensor] = {}
+    if images:
+        out = processor(images=images, return_tensors="pt")
+        merge = int(getattr(processor, "merge_size", 2))
+        counts = iter((out["image_grid_thw"].prod(-1) // merge**2).tolist())
+        # Qwen2-VL's processor does this replacement: one placeholder per image, repeated per image token.
+        parts = text.split(IMAGE_TOKEN)
+        text = parts[0] + "".join(IMAGE_TOKEN * next(counts) + rest for rest in parts[1:])
+        extra = {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    if images:
+        extra["mm_token_type_ids"] = (ids == image_id).long()
+    return {"input_ids": ids, **extra}
