@@ -46,21 +46,29 @@ from tunekit_data.s3 import is_s3
 from tunekit_train import checkpoint as ckpt
 from tunekit_train import distributed, tracking
 from tunekit_train.attention import Backend, flattens_rows, resolve_backend
-from tunekit_train.data import BatchStream, PackedRows, collate
-from tunekit_train.dpo import METRIC_COLUMNS, DpoLoss, collate_pairs
+from tunekit_train.data import BatchStream, PackedRows
+from tunekit_train.dpo import METRIC_COLUMNS, DpoLoss
 from tunekit_train.generate import GenerationSettings, copy_tokenizer, generate, load_tokenizer
 from tunekit_train.logs import RunLog, now
 from tunekit_train.loop import EarlyStopping, LoopParts, Schedule, StopRequest, TrainState, fit
 from tunekit_train.lora import add_lora, is_adapter_dir, is_lora
 from tunekit_train.losses import LOSSES, LossFn
-from tunekit_train.model import Dropouts, apply_dropouts, freeze_vision, has_weights, is_vision_config, load_model, prepare_model
+from tunekit_train.model import (
+    Dropouts,
+    apply_dropouts,
+    freeze_vision,
+    has_weights,
+    is_vision_config,
+    load_model,
+    prepare_model,
+)
 from tunekit_train.optim import build_optimizer, build_scheduler
 from tunekit_train.plan import check_fits, plan_recipe
 from tunekit_train.recipe import DPO_METRICS, LoadedRecipe, Recipe, TrainingConfig
 from tunekit_train.reference import build_reference
 from tunekit_train.remote import Publisher
 from tunekit_train.sources import local_path, open_rows
-from tunekit_train.vision import VisionCollate, is_vision_pack
+from tunekit_train.vision import batch_builder, is_vision_pack
 
 
 @dataclass(frozen=True)
@@ -417,8 +425,7 @@ def _val_stream(config: TrainingConfig, rows: PackedRows | None, backend: Backen
 def _collate(config: TrainingConfig, rows: PackedRows) -> Any:
     # Methods differ by their batch builder and loss: DPO batches know which segments form each pair;
     # rows with images get their pixel values and M-RoPE positions (tunekit_train.vision).
-    tokens = VisionCollate.for_manifest(rows.manifest) if is_vision_pack(rows.manifest) else collate
-    return functools.partial(collate_pairs, build=tokens) if config.method == "dpo" else tokens
+    return batch_builder(rows.manifest, pairs=config.method == "dpo")
 
 
 def _schedule(config: TrainingConfig, stream: BatchStream, has_val: bool) -> Schedule:

@@ -15,6 +15,7 @@ each) and needs the model in the collating process; tests check the two agree se
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from dataclasses import dataclass, field
@@ -195,3 +196,12 @@ def vision_inputs(tokenizer: Any, processor: Any, messages: list[dict[str, Any]]
     if images:
         extra["mm_token_type_ids"] = (ids == image_id).long()
     return {"input_ids": ids, **extra}
+
+
+def batch_builder(manifest: dict[str, Any], *, pairs: bool) -> Any:
+    """The micro-batch builder of a pack: `collate` or `VisionCollate` for its tokens, wrapped by
+    `collate_pairs` for DPO."""
+    from tunekit_train.dpo import collate_pairs
+
+    tokens = VisionCollate.for_manifest(manifest) if is_vision_pack(manifest) else collate
+    return functools.partial(collate_pairs, build=tokens) if pairs else tokens
