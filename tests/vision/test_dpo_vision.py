@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.vision.shapes import COLOURS, SHAPES, image_block, shape_png, write_jsonl
 
 import tunekit_tokenize as tk
-from tests.vision.shapes import COLOURS, SHAPES, image_block, shape_png, write_jsonl
 from tunekit_train.data import BatchStream, load_packed
 from tunekit_train.dpo import segment_logps
 from tunekit_train.generate import load_trained

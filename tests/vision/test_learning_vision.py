@@ -1,16 +1,18 @@
 """`train run` on Converse records with images on S3: a tiny Qwen2-VL learns to name a shape's colour
-(held-out accuracy), LoRA adapts the language model only, and `train generate`'s path answers."""
+(held-out accuracy), `train generate --image` answers the same, LoRA adapts the language model only."""
 
 from __future__ import annotations
 
 import io
+import json
 import random
 from pathlib import Path
 
 import torch
 from PIL import Image
-
 from tests.vision.shapes import COLOURS, SHAPES, colour_record, shape_png, write_jsonl
+
+from tunekit_cli.train import main as train_main
 from tunekit_train.generate import GenerationSettings, complete_ids, load_tokenizer, load_trained
 from tunekit_train.recipe import parse_recipe
 from tunekit_train.run import run_training
@@ -55,14 +57,19 @@ def _answers(run_dir: Path, examples: list[tuple[dict, bytes, str]]) -> list[tup
     return out
 
 
-def test_tiny_vlm_learns_colours_and_lora_skips_the_vision_tower(s3, tmp_path, vlm_dir, monkeypatch) -> None:
+def test_tiny_vlm_learns_colours_and_lora_skips_the_vision_tower(s3, tmp_path, vlm_dir, monkeypatch, capsys) -> None:
     monkeypatch.setenv("TUNEKIT_CACHE", str(tmp_path / "cache"))
     train = _dataset(s3, 160, seed=1)
     data = write_jsonl(tmp_path / "train.jsonl", [r for r, _, _ in train])
     run_training(parse_recipe(_recipe(vlm_dir, data), source="colours"), output_dir=tmp_path / "full")
-    answers = _answers(tmp_path / "full", _dataset(s3, 40, seed=2))
+    held_out = _dataset(s3, 40, seed=2)
+    answers = _answers(tmp_path / "full", held_out)
     accuracy = sum(got == want for got, want in answers) / len(answers)
     assert accuracy >= 0.9, answers
+    uri = held_out[0][0]["messages"][0]["content"][0]["image"]["source"]["s3Location"]["uri"]
+    argv = ["generate", str(tmp_path / "full"), "--image", uri, "--prompt", "What colour is the shape?", "--greedy", "--max-new-tokens", "4", "--json"]
+    assert train_main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["completions"][0]["text"].strip() == answers[0][0]
 
     lora = _recipe(vlm_dir, data, peft={"peft_scheme": "lora", "lora_tuning": {"adapter_dim": 8, "alpha": 32}})
     lora["training_config"]["trainer"]["max_steps"] = 2

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.vision.shapes import COLOURS, colour_record, shape_png, write_jsonl
 
 import tunekit_tokenize as tk
-from tests.vision.shapes import COLOURS, colour_record, shape_png, write_jsonl
 from tunekit_train.data import load_packed
 from tunekit_train.losses import causal_lm_loss
 from tunekit_train.model import load_model

@@ -107,16 +107,30 @@ def prompt_ids(tokenizer: Any, messages: list[dict[str, str]], chat_template: st
 
 
 @torch.no_grad()
-def generate(model: nn.Module, tokenizer: Any, prompts: list[str], settings: GenerationSettings) -> list[str]:
-    """Complete each prompt; returns the generated text only (special tokens removed)."""
+def generate(
+    model: nn.Module, tokenizer: Any, prompts: list[str], settings: GenerationSettings, *, images: list[Any] = (), image_processor: Any = None
+) -> list[str]:
+    """Complete each prompt; returns the generated text only (special tokens removed).
+
+    ``images`` (Pillow images; a vision-language model and its ``image_processor``) go before each
+    prompt's text in its user turn.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     torch.manual_seed(settings.seed)
     outputs = []
     for prompt in prompts:
+        turns = [{"role": "system", "content": settings.system}] if settings.system else []
+        if images:
+            from tunekit_train.vision import vision_inputs
+
+            parts = [*({"type": "image", "image": image} for image in images), {"type": "text", "text": prompt}]
+            inputs = vision_inputs(tokenizer, image_processor, [*turns, {"role": "user", "content": parts}])
+            ids = inputs.pop("input_ids")
+            outputs.append(complete_ids(model, tokenizer, ids.to(device), settings, **{k: v.to(device) for k, v in inputs.items()}))
+            continue
         if tokenizer.chat_template and not settings.raw:
-            turns = [{"role": "system", "content": settings.system}] if settings.system else []
             ids = torch.tensor([prompt_ids(tokenizer, [*turns, {"role": "user", "content": prompt}])])
         else:
             ids = tokenizer(prompt, return_tensors="pt")["input_ids"]

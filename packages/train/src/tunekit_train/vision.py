@@ -144,6 +144,24 @@ class VisionCollate:
         )
 
 
+def load_images(refs: list[str]) -> list[Any]:
+    """Pillow images of local paths or ``s3://`` URIs, fetched through the media cache.
+
+    Raises:
+        InputError: an image cannot be fetched or decoded (the message names it).
+    """
+    from tunekit_data.media import MediaCache, MediaProblem, resolve_image
+
+    cache, images = MediaCache(), []
+    for ref in refs:
+        got = resolve_image({"source": {"s3Location": {"uri": ref}}}, cache)
+        if isinstance(got, MediaProblem):
+            msg = f"{ref}: [{got.kind}] {got.message}"
+            raise InputError(msg)
+        images.append(got[1])
+    return images
+
+
 def image_processor(settings: dict[str, Any]) -> Any:
     """transformers' Qwen2-VL image processor (Pillow backend: no torchvision) from its saved settings."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
