@@ -12,11 +12,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from tests.vision.shapes import COLOURS, colour_record, image_block, shape_png, write_jsonl
+from tests.vision.shapes import COLOURS, TINY_TOKENIZER, colour_record, image_block, shape_png, write_jsonl
 
 import tunekit_tokenize as tk
 from tunekit_cli.ds import main
-from tunekit_data.errors import DataError
+from tunekit_data.errors import DataError, InputError, UsageError
 from tunekit_tokenize.vision import load_processor
 
 
@@ -143,3 +143,13 @@ def test_text_packs_still_refuse_media(tmp_path, processor_dir) -> None:
 def test_pack_does_not_import_torch() -> None:
     code = "import sys, tunekit_tokenize.vision, tunekit_tokenize.pipeline; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_vision_pack_usage_errors(tmp_path, processor_dir) -> None:
+    data = write_jsonl(tmp_path / "train.jsonl", [colour_record(str(tmp_path / "x.png"), "red")])
+    with pytest.raises(UsageError, match="--truncation right would cut images apart"):
+        tk.pack_files([str(data)], tokenizer=processor_dir, processor=processor_dir, max_length=64, out_dir=tmp_path / "p", truncation="right")
+    with pytest.raises(UsageError, match="lacks the vision token"):
+        tk.pack_files([str(data)], tokenizer=TINY_TOKENIZER, processor=processor_dir, max_length=64, out_dir=tmp_path / "p")
+    with pytest.raises(InputError, match=r"preprocessor_config\.json"):
+        tk.pack_files([str(data)], tokenizer=processor_dir, processor=tmp_path, max_length=64, out_dir=tmp_path / "p")

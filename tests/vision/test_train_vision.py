@@ -14,7 +14,7 @@ import tunekit_tokenize as tk
 from tunekit_train.data import load_packed
 from tunekit_train.losses import causal_lm_loss
 from tunekit_train.model import load_model
-from tunekit_train.vision import VisionCollate, mrope_positions
+from tunekit_train.vision import VisionCollate, mrope_positions, split_segments
 
 torch.set_num_threads(1)
 
@@ -55,21 +55,6 @@ def test_mrope_matches_the_models_rope_index(tmp_path, processor_dir, vlm_dir) -
     assert checked == 3
 
 
-def _single_segment_rows(row: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-    starts, image_starts = np.cumsum([0, *row["seq_lens"]]), np.cumsum([0, *row["seq_images"]])
-    grids = np.asarray(row["image_grid_thw"]).reshape(-1, 3)
-    out = []
-    for s, n in enumerate(row["seq_lens"]):
-        a, b = starts[s], starts[s + 1]
-        out.append({
-            "input_ids": row["input_ids"][a:b], "labels": row["labels"][a:b], "position_ids": row["position_ids"][a:b],
-            "seq_lens": np.array([n]), "seq_images": np.array([row["seq_images"][s]]),
-            "image_bytes": row["image_bytes"][image_starts[s] : image_starts[s + 1]],
-            "image_grid_thw": grids[image_starts[s] : image_starts[s + 1]].reshape(-1),
-        })
-    return out
-
-
 def test_packed_equals_unpacked_loss_and_gradients(tmp_path, processor_dir, vlm_dir) -> None:
     rows = load_packed(_pack(tmp_path, processor_dir, 4, max_length=512, two_images=True))
     row = max((rows.row(i) for i in range(len(rows))), key=lambda r: len(r["seq_lens"]))
@@ -85,11 +70,11 @@ def test_packed_equals_unpacked_loss_and_gradients(tmp_path, processor_dir, vlm_
         return float(total.detach()), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     packed_loss, packed_grads = loss_and_grads([collate([row], flatten=False)])
-    alone_loss, alone_grads = loss_and_grads([collate([r], flatten=False) for r in _single_segment_rows(row)])
+    alone_loss, alone_grads = loss_and_grads([collate([r], flatten=False) for r in split_segments(row)])
     assert packed_loss == pytest.approx(alone_loss, rel=1e-5)
     assert packed_grads.keys() == alone_grads.keys() and any("visual" in n for n in packed_grads)
     for name, grad in packed_grads.items():
         torch.testing.assert_close(grad, alone_grads[name], rtol=1e-4, atol=1e-6, msg=name)
     # several rows padded into one micro-batch: the same sums again
-    padded_loss, _ = loss_and_grads([collate(_single_segment_rows(row), flatten=False)])
+    padded_loss, _ = loss_and_grads([collate(split_segments(row), flatten=False)])
     assert padded_loss == pytest.approx(alone_loss, rel=1e-5)

@@ -223,3 +223,21 @@ def batch_builder(manifest: dict[str, Any], *, pairs: bool) -> Any:
 
     tokens = VisionCollate.for_manifest(manifest) if is_vision_pack(manifest) else collate
     return functools.partial(collate_pairs, build=tokens) if pairs else tokens
+
+
+def split_segments(row: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Each segment of a packed vision row as a row of its own, with its images (the unpacked,
+    one-sample-per-row layout: padding instead of packing)."""
+    starts, image_starts = np.cumsum([0, *row["seq_lens"]]), np.cumsum([0, *row["seq_images"]])
+    grids = np.asarray(row["image_grid_thw"]).reshape(-1, 3)
+    out = []
+    for s, n in enumerate(row["seq_lens"].tolist()):
+        tokens, images = slice(starts[s], starts[s + 1]), slice(image_starts[s], image_starts[s + 1])
+        out.append({
+            **{name: row[name][tokens] for name in ("input_ids", "labels", "position_ids")},
+            "seq_lens": np.array([n], dtype=np.int32),
+            "seq_images": np.array([row["seq_images"][s]], dtype=np.int32),
+            "image_bytes": row["image_bytes"][images],
+            "image_grid_thw": grids[images].reshape(-1),
+        })
+    return out
