@@ -23,7 +23,8 @@ from tunekit_train.serve import eventstream
 from tunekit_train.serve.app import Chat, Server, complete
 from tunekit_train.serve.engine import Delta, Finish, StopReason
 from tunekit_train.serve.errors import parse_body, refuse_unsupported
-from tunekit_train.serve.images import converse_image
+from tunekit_train.serve.images import converse_image, require_images
+from tunekit_train.serve.models import ServedModel
 
 router = APIRouter()
 STOP_REASONS: dict[StopReason, str] = {
@@ -83,10 +84,11 @@ def _text(blocks: list[_Block]) -> str:
     return "".join(b.text or "" for b in blocks)
 
 
-def _content(blocks: list[_Block], index: int) -> str | list[dict[str, Any]]:
+def _content(blocks: list[_Block], index: int, model: ServedModel) -> str | list[dict[str, Any]]:
     """The text of a message, or its text and image parts in order when it has images."""
     if all(b.image is None for b in blocks):
         return _text(blocks)
+    require_images(model)
     return [
         {"type": "image", "image": converse_image(b.image, f"messages[{index}].content[{j}].image")} if b.image is not None else {"type": "text", "text": b.text or ""}
         for j, b in enumerate(blocks)
@@ -96,10 +98,10 @@ def _content(blocks: list[_Block], index: int) -> str | list[dict[str, Any]]:
 async def _chat(request: Request, model_id: str) -> Chat:
     server: Server = request.app.state.server
     raw = await server.admit(request)
-    server.model(model_id)  # an unknown model is a 404 before the body is looked at
+    model = server.model(model_id)  # an unknown model is a 404 before the body is looked at
     body = parse_body(ConverseRequest, raw)
     turns = [{"role": "system", "content": _text(body.system)}] if body.system else []
-    turns += [{"role": m.role, "content": _content(m.content, i)} for i, m in enumerate(body.messages)]
+    turns += [{"role": m.role, "content": _content(m.content, i, model)} for i, m in enumerate(body.messages)]
     config = body.inferenceConfig
     return server.chat(
         model_id,

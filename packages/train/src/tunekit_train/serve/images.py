@@ -9,10 +9,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunekit_data.media import MediaCache, MediaProblem, resolve_image
 from tunekit_train.serve.errors import ApiError
+
+if TYPE_CHECKING:
+    from tunekit_train.serve.models import ServedModel
+
+
+def require_images(model: ServedModel) -> None:
+    """ApiError unless ``model`` takes images (checked before any image is fetched or decoded)."""
+    if model.image_processor is None:
+        msg = f"model {model.model_id!r} takes text only: only text content blocks are supported"
+        raise ApiError(msg, param="messages")
 
 
 def converse_image(block: dict[str, Any], field: str) -> Any:

@@ -20,7 +20,8 @@ from starlette.responses import StreamingResponse
 from tunekit_train.serve.app import Chat, Server, complete
 from tunekit_train.serve.engine import Delta, Event, Finish, StopReason
 from tunekit_train.serve.errors import ApiError, parse_body, refuse_unsupported
-from tunekit_train.serve.images import url_image
+from tunekit_train.serve.images import require_images, url_image
+from tunekit_train.serve.models import ServedModel
 
 router = APIRouter()
 FINISH_REASONS: dict[StopReason, str] = {"end": "stop", "length": "length", "stop_sequence": "stop"}
@@ -47,10 +48,11 @@ class _Message(BaseModel):
             return "".join(p.text for p in self.content)
         return self.content or ""
 
-    def content_for(self, index: int) -> str | list[dict[str, Any]]:
+    def content_for(self, index: int, model: ServedModel) -> str | list[dict[str, Any]]:
         """The text, or text and image parts (images resolved) when the message has images."""
         if not isinstance(self.content, list) or all(p.type == "text" for p in self.content):
             return self.text()
+        require_images(model)
         parts: list[dict[str, Any]] = []
         for j, part in enumerate(self.content):
             if part.type == "text":
@@ -97,7 +99,7 @@ async def _chat(request: Request) -> tuple[ChatRequest, Chat]:
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     chat = server.chat(
         body.model,
-        [{"role": _ROLES.get(m.role, m.role), "content": m.content_for(i)} for i, m in enumerate(body.messages)],
+        [{"role": _ROLES.get(m.role, m.role), "content": m.content_for(i, server.model(body.model))} for i, m in enumerate(body.messages)],
         max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=1.0 if body.temperature is None else body.temperature,
         top_p=1.0 if body.top_p is None else body.top_p,
