@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from tests.vision.shapes import colour_record, shape_png, write_jsonl
+
 from tunekit_cli.ds import main
 
 
