@@ -1,5 +1,6 @@
 """`train run` on Converse records with images on S3: a tiny Qwen2-VL learns to name a shape's colour
-(held-out accuracy), `train generate --image` answers the same, LoRA adapts the language model only."""
+(held-out accuracy), `train generate --image` answers the same, the vision encoder stays frozen (its projector trains), LoRA
+adapts the language model only."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tests.vision.shapes import COLOURS, SHAPES, colour_record, shape_png, write
 
 from tunekit_cli.train import main as train_main
 from tunekit_train.generate import GenerationSettings, complete_ids, load_tokenizer, load_trained
+from tunekit_train.model import load_model
 from tunekit_train.recipe import parse_recipe
 from tunekit_train.run import run_training
 from tunekit_train.vision import load_image_processor, vision_inputs
@@ -62,6 +64,10 @@ def test_tiny_vlm_learns_colours_and_lora_skips_the_vision_tower(s3, tmp_path, v
     train = _dataset(s3, 160, seed=1)
     data = write_jsonl(tmp_path / "train.jsonl", [r for r, _, _ in train])
     run_training(parse_recipe(_recipe(vlm_dir, data), source="colours"), output_dir=tmp_path / "full")
+    initial, trained = load_model(vlm_dir, backend="sdpa", seed=0)[0].state_dict(), load_trained(tmp_path / "full").state_dict()
+    changed = {name for name, value in initial.items() if not torch.equal(value, trained[name])}
+    assert not any(".visual." in n and ".merger." not in n for n in changed)  # freeze_vision: true (default)
+    assert any(".visual.merger." in n for n in changed) and any("language_model" in n for n in changed)
     held_out = _dataset(s3, 40, seed=2)
     answers = _answers(tmp_path / "full", held_out)
     accuracy = sum(got == want for got, want in answers) / len(answers)
