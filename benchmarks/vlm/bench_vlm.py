@@ -3,7 +3,8 @@ through the media cache, decode, grid, expand, write the bytes into the rows), a
 packed rows against padded rows, same tiny Qwen2-VL (built from a config), same images, same code path.
 
 * ``pack``: `tunekit_tokenize.pack_files` with the processor, a cold media cache (every image read and
-  decoded) and then a warm one; images/s = images packed / wall seconds.
+  decoded) and then a warm one, for each ``--workers`` count (2 or more starts a spawn process pool
+  when the input has two batches of 512 records or more); images/s = images packed / wall seconds.
 * ``packed``: micro-batches of one row of ``--max-length`` tokens holding several samples (block-diagonal
   attention, per-segment M-RoPE): what ``train run`` does.
 * ``padded``: the same samples, ``B`` per micro-batch (B = the packed rows' mean samples per row, so
@@ -67,16 +68,18 @@ def make_images(root: Path, n: int, seed: int) -> Path:
     return write_jsonl(root / "train.jsonl", records)
 
 
-def bench_pack(data: Path, processor: Path, out: Path, cache: Path, workers: int, max_length: int) -> dict[str, float]:
+def bench_pack(data: Path, processor: Path, out: Path, cache: Path, workers: list[int], max_length: int) -> dict[str, float]:
     import tunekit_tokenize as tk
 
     figures = {}
-    for label in ("cold", "warm"):
+    for n, label in ((n, label) for n in workers for label in ("cold", "warm")):
+        if label == "cold":
+            shutil.rmtree(cache, ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
         started = time.perf_counter()
-        result = tk.pack_files([str(data)], tokenizer=processor, processor=processor, max_length=max_length, out_dir=out, media_cache=cache, workers=workers)
+        result = tk.pack_files([str(data)], tokenizer=processor, processor=processor, max_length=max_length, out_dir=out, media_cache=cache, workers=n)
         seconds = time.perf_counter() - started
-        figures[f"pack_{label}_images_per_s"] = result.stats["images"] / seconds
+        figures[f"pack_w{n}_{label}_images_per_s"] = result.stats["images"] / seconds
         figures["images"] = result.stats["images"]
         figures["rows"] = result.stats["bins"]
         figures["packing_efficiency"] = result.stats["packing_efficiency"]
@@ -135,7 +138,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=1024)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", default="1,2", help="ds pack worker processes, comma-separated (each timed)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="tunekit-bench-vlm-"))
@@ -143,7 +146,7 @@ def main() -> None:
         processor = make_processor_dir(root / "processor")
         model_dir = make_model_dir(root / "model", processor)
         data = make_images(root, args.images, args.seed)
-        figures = {"images_generated": args.images, **bench_pack(data, processor, root / "packed", root / "cache", args.workers, args.max_length)}
+        figures = {"images_generated": args.images, **bench_pack(data, processor, root / "packed", root / "cache", [int(w) for w in args.workers.split(",")], args.max_length)}
         figures.update(bench_train(root / "packed", model_dir, steps=args.steps, warmup=args.warmup))
     finally:
         shutil.rmtree(root, ignore_errors=True)
