@@ -72,6 +72,8 @@ def convert(
         float, typer.Option(help="exit 0 when at most this percent of records is rejected")
     ] = 0.0,
     workers: Annotated[int | None, typer.Option(help="processes to use (default: all cores)")] = None,
+    resolve_images: Annotated[bool, typer.Option(help="fetch and decode every image (once per machine: media cache); reject records whose image fails")] = False,
+    media_cache: Annotated[str | None, typer.Option(help="with --resolve-images: cache directory (default: $TUNEKIT_CACHE/media, else ~/.cache/tunekit/media)")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
     engine: Annotated[str, typer.Option(help="local | ray (converted by tasks of a Ray cluster; -o is a folder of parts)")] = "local",
     ray_address: Annotated[
@@ -108,6 +110,8 @@ def convert(
         workers=workers,
         shard_size=shard_size,
         max_rejects_percent=max_rejects_percent,
+        resolve_images=resolve_images,
+        media_cache=media_cache,
     )
     total = input_size(discover(paths)) or 0  # 0: unknown (stdin, compressed), no bar
     with byte_progress("converting", total, enabled=not json_output) as advance:

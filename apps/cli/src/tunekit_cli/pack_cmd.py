@@ -29,7 +29,7 @@ _STAGES = {"hash": "hashing inputs", "tokenize": "tokenizing records", "pack": "
 
 def pack(
     paths: Annotated[list[str], typer.Argument(help="Inputs in any format `ds convert` reads (JSONL, Parquet, HF datasets, .txt folders, s3:// objects and prefixes), or - for stdin.")],
-    tokenizer: Annotated[str, typer.Option(help="local Hugging Face model or tokenizer directory (tokenizer.json, tokenizer_config.json)")],
+    tokenizer: Annotated[str | None, typer.Option(help="local Hugging Face model or tokenizer directory (tokenizer.json, tokenizer_config.json); default: --processor's")] = None,
     output: Annotated[str | None, typer.Option("-o", "--output", help="output directory (Parquet shards, manifest.json, stats.json), or an empty s3://bucket/prefix/")] = None,
     max_length: Annotated[int, typer.Option(help="tokens per packed row")] = 32768,
     fmt: Annotated[str, typer.Option("--format", help=_FORMATS)] = "auto",
@@ -45,10 +45,18 @@ def pack(
     endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint for s3:// inputs and outputs (default: $AWS_ENDPOINT_URL, else AWS)")] = None,
     engine: Annotated[str, typer.Option(help="local | ray (tokenized and written by tasks of a Ray cluster, packed here)")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="with --engine ray: auto | ray://HOST:PORT | HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")] = None,
+    processor: Annotated[str | None, typer.Option(help="vision-language model directory (preprocessor_config.json + tokenizer): images are fetched, decoded and expanded into their tokens, rows carry the image bytes")] = None,
+    media_cache: Annotated[str | None, typer.Option(help="media cache directory (default: $TUNEKIT_CACHE/media, else ~/.cache/tunekit/media)")] = None,
+    max_image_pixels: Annotated[int, typer.Option(help="with --processor: reject images with more pixels (before decoding)")] = 50_000_000,
+    rejects_out: Annotated[str | None, typer.Option(help="write every rejected record here (JSONL: file, line, field, reason, rule, record)")] = None,
 ) -> int:
     """Tokenize with the chat template (exact loss masks) and pack with global best-fit decreasing."""
 
     set_endpoint(endpoint_url)
+    tokenizer = tokenizer or processor
+    if tokenizer is None:
+        msg = "--tokenizer DIR is required (or --processor DIR for a vision-language model)"
+        raise UsageError(msg)
     if explain is not None:
         return _explain(paths, tokenizer, fmt=fmt, template=template, loss_on=loss_on, record=explain, json_output=json_output)
     if output is None:
@@ -69,6 +77,10 @@ def pack(
             workers=workers,
             max_invalid_percent=max_invalid_percent,
             progress=on_progress,
+            processor=processor,
+            media_cache=media_cache,
+            max_image_pixels=max_image_pixels,
+            rejects_out=rejects_out,
         )
     if json_output:
         _write_json(result.to_json())
@@ -127,6 +139,8 @@ def _print_summary(result: tk.PackResult) -> None:
         reasons = ", ".join(f"{code} {n:,}" for code, n in stats["rejected_by_reason"].items())
         table.add_row("rejected", f"[red]{stats['rejected']:,}[/red] ({reasons})")
     table.add_row("tokens", f"{stats['tokens']:,} ({stats['trained_tokens']:,} trained)")
+    if "images" in stats:
+        table.add_row("images", f"{stats['images']:,} (bytes carried in the rows)")
     table.add_row("rows", f"{stats['bins']:,} of {manifest['max_length']:,} tokens (lower bound {stats['lower_bound_bins']:,})")
     table.add_row("packing efficiency", f"{stats['packing_efficiency']:.5f} (best possible {stats['efficiency_upper_bound']:.5f})")
     if stats["truncated"] or stats["dropped"] or stats["split_documents"]:

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from tunekit_cli import eval_cmd, plan_cmd, runs_cmd, serve_cmd
 from tunekit_cli.runner import run_app
+from tunekit_data.errors import UsageError
 
 app = typer.Typer(
     name="train",
@@ -141,15 +142,23 @@ def generate(
     raw: Annotated[bool, typer.Option(help="feed the prompt as is, without the chat template")] = False,
     system: Annotated[str | None, typer.Option(help="system turn before each prompt (the one the model was trained with)")] = None,
     seed: int = 0,
+    image: Annotated[list[str] | None, typer.Option("--image", help="image (local path or s3:// URI) put before each prompt; repeatable; vision-language models")] = None,
     json_output: JsonFlag = False,
 ) -> int:
     """Generate from a trained model (sampling defaults are Databricks' eval_prompts settings)."""
     _before_torch()
     from tunekit_train.generate import GenerationSettings, load_trained, tokenizer_for
     from tunekit_train.generate import generate as complete
+    from tunekit_train.generate import model_dir as find_model
+    from tunekit_train.vision import load_image_processor, load_images
 
     settings = GenerationSettings(max_new_tokens, temperature, top_k, top_p, not greedy, seed, raw, system)
-    texts = complete(load_trained(model_dir), tokenizer_for(model_dir, tokenizer), prompts, settings)
+    images = load_images(image or [])
+    processor = load_image_processor(tokenizer or find_model(model_dir)) if images else None
+    if images and processor is None:
+        msg = f"{model_dir}: --image needs a vision-language model (no preprocessor_config.json with its tokenizer)"
+        raise UsageError(msg)
+    texts = complete(load_trained(model_dir), tokenizer_for(model_dir, tokenizer), prompts, settings, images=images, image_processor=processor)
     if json_output:
         print(json.dumps({"model": str(model_dir), "completions": [{"prompt": p, "text": t} for p, t in zip(prompts, texts, strict=True)]}))
     else:

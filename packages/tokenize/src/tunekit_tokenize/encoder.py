@@ -25,6 +25,7 @@ from tunekit_data.examples import ChatExample, Example, Message, PreferenceExamp
 from tunekit_tokenize.chat_template import ChatTemplate, TemplateRenderError, resolve_template
 from tunekit_tokenize.masks import LossOn, MaskError, Span, chat_spans, response_span
 from tunekit_tokenize.tokenizer import TokenizerBundle
+from tunekit_tokenize.vision import ImageInputs, ImageRef
 
 Kind = Literal["sft", "dpo", "cpt"]
 IGNORE_INDEX = -100
@@ -50,6 +51,8 @@ class Reject:
 
     code: str
     message: str
+    field: str = ""
+    """The record's field at fault (``messages[0].content[1].image``), when known."""
 
 
 class ExampleRejected(TunekitError):
@@ -67,12 +70,14 @@ class ExampleRejected(TunekitError):
 class TokenSequence:
     """One token sequence: ``input_ids`` (int32) and ``trained`` (bool, the loss policy's tokens).
 
-    ``prompt_len`` (preference answers only) is the index of the first answer token.
+    ``prompt_len`` (preference answers only) is the index of the first answer token. ``images`` are the
+    sequence's images in the order of their (expanded) placeholder tokens.
     """
 
     input_ids: np.ndarray
     trained: np.ndarray
     prompt_len: int = 0
+    images: tuple[ImageRef, ...] = ()
 
     @property
     def labels(self) -> np.ndarray:
@@ -104,18 +109,24 @@ class _Plan:
     kind: Kind
     texts: tuple[str, ...]
     spans: tuple[tuple[Span, ...], ...]
+    images: tuple[ImageRef, ...] = ()
 
 
 class Encoder:
     """Renders and tokenizes examples for one tokenizer, chat template and loss policy.
 
-    ``template`` may be None for text-only data; chat examples then raise UsageError.
+    ``template`` may be None for text-only data; chat examples then raise UsageError. With ``images``
+    (a vision-language processor), image parts are fetched, decoded and expanded into their tokens
+    (`tunekit_tokenize.vision`); without, a record with media is rejected.
     """
 
-    def __init__(self, bundle: TokenizerBundle, template: ChatTemplate | None, loss_on: LossOn) -> None:
+    def __init__(
+        self, bundle: TokenizerBundle, template: ChatTemplate | None, loss_on: LossOn, images: ImageInputs | None = None
+    ) -> None:
         self.bundle = bundle
         self.template = template
         self.loss_on = loss_on
+        self.images = images
         # Special token strings: whitespace after one of these ends an answer (see masks.py).
         self._end_tokens = frozenset(
             t.content for t in bundle.tokenizer.get_added_tokens_decoder().values() if t.special
@@ -141,26 +152,35 @@ class Encoder:
         if isinstance(example, TextExample):
             return _Plan("cpt", (example.text,), ())
         messages = example.messages if isinstance(example, ChatExample) else example.prompt
-        if reject := _media_reject(messages):
-            return reject
+        images: tuple[ImageRef, ...] = ()
+        if self.images is None:
+            if reject := _media_reject(messages):
+                return reject
+            dicts = _as_dicts(messages)
+        else:
+            resolved = self.images.resolve(messages)
+            if resolved.problem is not None:
+                field, problem = resolved.problem
+                return Reject(f"media-{problem.kind}", f"[{problem.kind}] {problem.message}", field)
+            dicts, images = resolved.messages, resolved.images
         template = self._require_template()
         special = self.bundle.special_tokens
         try:
             if isinstance(example, ChatExample):
                 text, spans = chat_spans(
                     template,
-                    _as_dicts(messages),
+                    dicts,
                     loss_on=self.loss_on,
                     special_tokens=special,
                     end_tokens=self._end_tokens,
                 )
-                return _Plan("sft", (text,), (tuple(spans),))
-            prompt = _as_dicts(messages)
+                return _Plan("sft", (text,), (tuple(spans),), images)
+            prompt = dicts
             answers = [
                 response_span(template, prompt, answer, special_tokens=special, end_tokens=self._end_tokens)
                 for answer in (example.chosen, example.rejected)
             ]
-            return _Plan("dpo", tuple(t for t, _ in answers), tuple((s,) for _, s in answers))
+            return _Plan("dpo", tuple(t for t, _ in answers), tuple((s,) for _, s in answers), images)
         except MaskError as exc:
             return Reject(exc.code, str(exc))
         except TemplateRenderError as exc:
@@ -183,12 +203,30 @@ class Encoder:
             if bos is not None and len(ids) > 1 and ids[0] == bos and ids[1] == bos:
                 return Reject("double-bos", "the rendered text starts with two BOS tokens")
             trained = _token_mask(encoding, len(ids), spans)
+            if self.images is not None:
+                expanded = self._expand_images(ids, trained, plan.images)
+                if isinstance(expanded, Reject):
+                    return expanded
+                ids, trained = expanded
             if not trained.any():
                 what = "answer" if plan.kind == "dpo" else "conversation"
                 return Reject("no-trained-tokens", f"the {what} has no tokens to train under the loss policy")
             prompt_len = int(np.argmax(trained)) if plan.kind == "dpo" else 0
-            sequences.append(TokenSequence(ids, trained, prompt_len))
+            sequences.append(TokenSequence(ids, trained, prompt_len, plan.images))
         return Encoded(plan.kind, tuple(sequences), plan.texts)
+
+    def _expand_images(self, ids: np.ndarray, trained: np.ndarray, images: tuple[ImageRef, ...]) -> tuple[np.ndarray, np.ndarray] | Reject:
+        """Each image placeholder token repeated as many times as the image has tokens; never trained."""
+        assert self.images is not None
+        processor = self.images.processor
+        is_image = ids == processor.image_token_id
+        if int(is_image.sum()) != len(images):
+            msg = f"the rendered text has {int(is_image.sum())} image placeholder tokens for {len(images)} image(s) (does the text contain {processor.placeholder!r}?)"
+            return Reject("placeholder-mismatch", msg)
+        counts = np.ones(len(ids), dtype=np.int64)
+        counts[is_image] = [processor.tokens(image.grid) for image in images]
+        ids = np.repeat(ids, counts)
+        return ids, np.repeat(trained, counts) & (ids != processor.image_token_id)
 
     def _finish_text(self, plan: _Plan, encoding: Encoding) -> Encoded | Reject:
         eos = self.bundle.eos_id

@@ -19,13 +19,19 @@ Columns (every list is one bin; segments are the packed sequences, in order)::
     prompt_lens   list<int32>  tokens of the segment before its answer
     is_chosen     list<bool>   True for the chosen answer
 
+  vision packs (``ds pack --processor``) only:
+    image_bytes     list<large_binary>  the row's images as fetched (PNG, JPEG ...), in placeholder order
+    image_grid_thw  list<int32>  (t, h, w) patch grid of each image, flattened
+    seq_images      list<int32>  images per segment (a DPO pair's two answers each carry the prompt's)
+
 ``datasets.load_dataset("parquet", data_dir=OUT)`` loads it as a ``train`` split.
 
 Manifest keys: ``format``/``format_version``, ``kind`` (sft|dpo|cpt), ``max_length``, ``tokenizer``
 (path, sha256 of its files, vocab size, bos/eos/pad ids), ``template`` (name, sha256, mask source),
 ``loss_on`` (the effective policy: ``response`` for dpo, ``all`` for cpt), ``truncation``,
 ``window``, ``seed``, ``sources`` (path, bytes, sha256), ``reader`` options, ``counts``,
-``columns``, ``shards`` and ``cache_key`` (hash of all inputs and options: equal key, equal output).
+``columns``, ``shards`` and ``cache_key`` (hash of all inputs and options: equal key, equal output);
+a vision pack adds ``vision`` (processor path and sha256, ``image_token_id``, the image processor settings).
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ COLUMNS = {
     "cpt": ("input_ids", "labels", "position_ids", "seq_lens"),
     "dpo": ("input_ids", "labels", "position_ids", "seq_lens", "pair_ids", "prompt_lens", "is_chosen"),
 }
+
+VISION_COLUMNS = ("image_bytes", "image_grid_thw", "seq_images")
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +157,7 @@ def build_manifest(
     sources: list[dict[str, object]] | None,
     reader_options: dict[str, object],
     cache_key: str | None,
+    vision: dict[str, object] | None = None,
 ) -> dict[str, object]:
     """The ``manifest.json`` payload (keys in the module docstring); no timestamps, so equal runs match."""
     template_info = None
@@ -175,7 +184,8 @@ def build_manifest(
         "sources": sources,
         "reader": reader_options,
         "counts": counts,
-        "columns": list(COLUMNS[kind]),
+        "columns": list(COLUMNS[kind]) + (list(VISION_COLUMNS) if vision else []),
         "shards": shards,
         "cache_key": cache_key,
+        **({"vision": vision} if vision else {}),
     }

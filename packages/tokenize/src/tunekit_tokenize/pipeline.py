@@ -30,6 +30,8 @@ from tunekit_data.convert.parallel import available_cores
 from tunekit_data.convert.sources import discover
 from tunekit_data.errors import DataError, InputError, UsageError
 from tunekit_data.examples import Example, SourceRecord
+from tunekit_data.media import MediaCache, default_cache_dir
+from tunekit_data.media.images import MAX_PIXELS
 from tunekit_data.s3 import is_s3
 from tunekit_tokenize.cache import cache_key, cached_pack, describe_source
 from tunekit_tokenize.chat_template import ChatTemplate, resolve_template
@@ -41,8 +43,9 @@ from tunekit_tokenize.spool import SequenceStore, Spool
 from tunekit_tokenize.stats import Tally, summarize
 from tunekit_tokenize.tokenizer import TokenizerBundle, load_tokenizer
 from tunekit_tokenize.truncation import TRUNCATION_POLICIES, Truncation
+from tunekit_tokenize.vision import ImageInputs, VisionProcessor, load_processor
 from tunekit_tokenize.workers import BATCH_SIZE, Batch, BatchResult, EncodeJob, encode_batches
-from tunekit_tokenize.writer import publish, staging_dir, write_json, write_shards
+from tunekit_tokenize.writer import MediaColumns, publish, staging_dir, write_json, write_shards
 
 Progress = Callable[[str, int, int | None], None]
 """Progress callback: ``(stage, done, total)``; stages ``hash`` (bytes), ``tokenize`` (records),
@@ -98,6 +101,10 @@ def pack(
     reader_options: Mapping[str, object] | None = None,
     progress: Progress | None = None,
     engine: PackEngine | None = None,
+    processor: str | Path | None = None,
+    media_cache: str | Path | None = None,
+    max_image_pixels: int = MAX_PIXELS,
+    rejects_out: str | None = None,
 ) -> PackResult:
     """Tokenize ``examples`` and pack them into ``out_dir`` (layout: `tunekit_tokenize.manifest`).
 
@@ -122,6 +129,14 @@ def pack(
         progress: called as work advances (see `Progress`).
         engine: where records are encoded and rows written (default: `LocalEngine`, this machine's
             processes; ``tunekit_tokenize.ray_pack`` runs both as Ray tasks, reading its own inputs).
+        processor: a vision-language model directory (``preprocessor_config.json``): image parts are
+            fetched, decoded and expanded into their tokens (`tunekit_tokenize.vision`), and the rows
+            carry the images' bytes; a record whose image fails is rejected. Packs on this machine only,
+            with ``truncation="drop"``, and is never reused from the content-hash cache (its images
+            are not hashed).
+        media_cache: the media cache directory (default `tunekit_data.media.default_cache_dir`).
+        max_image_pixels: images with more pixels are rejected before decoding.
+        rejects_out: write every rejected record here (JSONL: file, line, field, reason, rule, record).
 
     Raises:
         UsageError: bad options, or the data needs a chat template the tokenizer lacks.
@@ -131,6 +146,10 @@ def pack(
     _validate(options, workers)
     bundle = tokenizer if isinstance(tokenizer, TokenizerBundle) else load_tokenizer(tokenizer)
     chat_template = resolve_template(bundle, template)
+    images = None
+    if processor is not None:
+        images = _image_inputs(load_processor(processor, bundle), media_cache, truncation, engine, max_image_pixels)
+        sources = None  # images are not part of the content hash (see the docstring)
     remote = str(out_dir) if is_s3(str(out_dir)) else None
     if remote is not None:
         _check_s3_output(remote)
@@ -140,16 +159,43 @@ def pack(
     provenance = _Provenance(None, dict(reader_options or {}), None)
     # An S3 pack is built in a local temporary folder (on $TMPDIR) and uploaded when complete.
     local = Path(tempfile.mkdtemp(prefix="tunekit-pack-")) / "pack" if remote is not None else Path(out_dir)
+    rejects = storage.open_output(rejects_out) if rejects_out is not None else None
     try:
-        stages = engine or LocalEngine(workers or available_cores())
-        result = _pack_local(examples, bundle, chat_template, options, stages, local, sources, provenance, notify, started)
-        if remote is None:
-            return result
-        storage.upload_dir(local, remote, last=(MANIFEST_FILE,))
-        return replace(result, out_dir=remote)
+        stages = engine or LocalEngine(workers or available_cores(), images)
+        job = EncodeJob(Encoder(bundle, chat_template, options.loss_on, images), options.max_length, options.truncation)
+        result = _pack_local(examples, job, chat_template, options, stages, local, sources, provenance, notify, started, rejects)
+        if remote is not None:
+            storage.upload_dir(local, remote, last=(MANIFEST_FILE,))
+            result = replace(result, out_dir=remote)
+    except DataError:
+        if rejects is not None:  # too many rejects: the file listing them is complete, and the reason to read it
+            rejects.commit()
+        raise
+    except BaseException:
+        if rejects is not None:
+            rejects.abort()
+        raise
     finally:
         if remote is not None:
             shutil.rmtree(local.parent, ignore_errors=True)
+    if rejects is not None:
+        rejects.commit()
+    return result
+
+
+def _image_inputs(
+    processor: VisionProcessor, cache: str | Path | None, truncation: Truncation, engine: PackEngine | None, max_pixels: int
+) -> ImageInputs:
+    problems = []
+    if truncation != "drop":
+        problems.append(f"--truncation {truncation} would cut images apart; vision packs drop long examples (--truncation drop)")
+    if engine is not None:
+        problems.append("--processor packs on this machine only (--engine local)")
+    if max_pixels < 1:
+        problems.append(f"--max-image-pixels must be at least 1, got {max_pixels}")
+    if problems:
+        raise UsageError("; ".join(problems))
+    return ImageInputs(processor, Path(cache) if cache is not None else default_cache_dir(), max_pixels)
 
 
 def _check_s3_output(uri: str) -> None:
@@ -162,7 +208,7 @@ def _check_s3_output(uri: str) -> None:
 
 def _pack_local(
     examples: Iterable[PackInput],
-    bundle: TokenizerBundle,
+    job: EncodeJob,
     chat_template: ChatTemplate | None,
     options: PackOptions,
     engine: PackEngine,
@@ -171,8 +217,10 @@ def _pack_local(
     provenance: _Provenance,
     notify: Progress,
     started: float,
+    rejects: storage.AtomicOutput | None,
 ) -> PackResult:
     """`pack` into the local directory ``out``: reuse it when the cache key matches, else build it."""
+    bundle = job.encoder.bundle
     if sources is not None:
         described = [describe_source(Path(p), lambda done, total: notify("hash", done, total)) for p in sources]
         key = cache_key(
@@ -187,7 +235,7 @@ def _pack_local(
         provenance = _Provenance(described, provenance.reader_options, key)
     staging = staging_dir(out)
     try:
-        return _build(examples, bundle, chat_template, options, engine, out, staging, provenance, notify)
+        return _build(examples, job, chat_template, options, engine, out, staging, provenance, notify, rejects)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
@@ -212,8 +260,8 @@ class PackEngine(Protocol):
     """The two stages of a pack that can run elsewhere; packing itself (global BFD over the lengths)
     always runs in the calling process."""
 
-    def encode(self, examples: Iterable[PackInput], job: EncodeJob, staging: Path, notify: Progress) -> tuple[Tally, SequenceStore]:
-        """Encode every record; return the counts and the sequences (their metadata in this process)."""
+    def encode(self, examples: Iterable[PackInput], job: EncodeJob, staging: Path, notify: Progress, tally: Tally) -> SequenceStore:
+        """Encode every record, counting into ``tally``; return the sequences (their metadata in this process)."""
 
     def write(self, staging: Path, spool: SequenceStore, bins: Bins, *, kind: Kind, max_length: int, on_rows: Callable[[int], None]) -> list[str]:
         """Write ``bins`` as shards under ``staging``; the shard paths relative to it."""
@@ -224,21 +272,25 @@ class LocalEngine:
     """Encoding on this machine's process pool (``workers``), spooled to disk; shards written here."""
 
     workers: int
+    images: ImageInputs | None = None
+    """A vision pack's image inputs: the rows get their images' bytes from this media cache."""
 
-    def encode(self, examples: Iterable[PackInput], job: EncodeJob, staging: Path, notify: Progress) -> tuple[Tally, SequenceStore]:
+    def encode(self, examples: Iterable[PackInput], job: EncodeJob, staging: Path, notify: Progress, tally: Tally) -> SequenceStore:
         """See `PackEngine.encode`."""
         spool = Spool(staging / "_spool")
-        tally = Tally()
         for batch, result in encode_batches(job, batches(examples, tally), self.workers):
             absorb_batch(tally, batch, result)
             spool.append(result.spool)
             notify("tokenize", tally.records, None)
         spool.close()
-        return tally, spool
+        return spool
 
     def write(self, staging: Path, spool: SequenceStore, bins: Bins, *, kind: Kind, max_length: int, on_rows: Callable[[int], None]) -> list[str]:
         """See `PackEngine.write`."""
-        shards = write_shards(staging, spool, bins, kind=kind, max_length=max_length, on_rows=on_rows)  # type: ignore[arg-type]
+        media = None
+        if self.images is not None and isinstance(spool, Spool):
+            media = MediaColumns(spool.images, MediaCache(self.images.cache_root))
+        shards = write_shards(staging, spool, bins, kind=kind, max_length=max_length, on_rows=on_rows, images=media)
         shutil.rmtree(staging / "_spool")
         return shards
 
@@ -247,7 +299,7 @@ def absorb_batch(tally: Tally, batch: Batch, result: BatchResult) -> None:
     """Count one encoded batch (its rejects located by file and line) into ``tally``."""
     for position, reject in result.rejects:
         file, line = batch.locations[position]
-        tally.reject(file, line, reject.code, reject.message)
+        tally.reject(file, line, reject.code, reject.message, field=reject.field, record=batch.values[position])
     tally.used += result.used
     tally.trained_tokens += result.trained_tokens
     tally.fit.add(result.fit)
@@ -255,7 +307,7 @@ def absorb_batch(tally: Tally, batch: Batch, result: BatchResult) -> None:
 
 def _build(
     examples: Iterable[PackInput],
-    bundle: TokenizerBundle,
+    job: EncodeJob,
     chat_template: ChatTemplate | None,
     options: PackOptions,
     engine: PackEngine,
@@ -263,11 +315,13 @@ def _build(
     staging: Path,
     provenance: _Provenance,
     notify: Progress,
+    rejects: storage.AtomicOutput | None,
 ) -> PackResult:
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
-    job = EncodeJob(Encoder(bundle, chat_template, options.loss_on), options.max_length, options.truncation)
-    tally, spool = engine.encode(examples, job, staging, notify)
+    bundle, images = job.encoder.bundle, job.encoder.images
+    tally = Tally(rejects_out=rejects)
+    spool = engine.encode(examples, job, staging, notify, tally)
     seconds["tokenize"] = time.perf_counter() - clock
     _check_usable(tally, options)
     pack_kind = tally.kind
@@ -289,7 +343,8 @@ def _build(
         notify("write", rows_written, len(bins))
 
     shards = engine.write(staging, spool, bins, kind=pack_kind, max_length=options.max_length, on_rows=on_rows)
-    stats = summarize(tally, spool, bins, kind=pack_kind, max_length=options.max_length)
+    image_count = sum(len(refs) for refs in spool.images) if isinstance(spool, Spool) and images is not None else None
+    stats = summarize(tally, spool, bins, kind=pack_kind, max_length=options.max_length, images=image_count)
     manifest = build_manifest(
         kind=pack_kind,
         bundle=bundle,
@@ -300,6 +355,7 @@ def _build(
         sources=provenance.sources,
         reader_options=provenance.reader_options,
         cache_key=provenance.cache_key,
+        vision=images.processor.describe() if images is not None else None,
     )
     write_json(staging / STATS_FILE, stats)
     write_json(staging / MANIFEST_FILE, manifest)
@@ -317,19 +373,19 @@ def batches(examples: Iterable[PackInput], tally: Tally) -> Iterator[Batch]:
     for index, (record, example) in enumerate(examples):
         tally.records += 1
         if isinstance(example, Rejection):
-            where = f"{example.field}: " if example.field else ""
-            tally.reject(example.file, example.line, example.rule or "invalid-record", f"{where}{example.reason}")
+            tally.reject(example.file, example.line, example.rule or "invalid-record", example.reason, field=example.field, record=record.value)
             continue
         kind = example_kind(example)
         if tally.kind is None:
             tally.kind = kind
         elif kind != tally.kind:
             msg = f"this is a {kind} example but the pack is {tally.kind} (earlier records); pack kinds separately"
-            tally.reject(record.file, record.line, "mixed-kinds", msg)
+            tally.reject(record.file, record.line, "mixed-kinds", msg, record=record.value)
             continue
         batch.indices.append(index)
         batch.examples.append(example)
         batch.locations.append((record.file, record.line))
+        batch.values.append(record.value)
         if len(batch.indices) == BATCH_SIZE:
             yield batch
             batch = Batch()

@@ -36,6 +36,7 @@ from tunekit_data.convert.sources import DEFAULT_BLOCK_SIZE
 from tunekit_data.distributed.cluster import cluster_cpus, connect, ordered_tasks
 from tunekit_data.distributed.convert import Share, share_units, shares
 from tunekit_data.distributed.ranges import DEFAULT_RANGE_SIZE, lines_through
+from tunekit_data.errors import UsageError
 from tunekit_data.reader import Block
 from tunekit_tokenize.encoder import Kind, sequences_per_item
 from tunekit_tokenize.manifest import DATA_DIR
@@ -130,9 +131,9 @@ class RayEngine:
     detection: Detection
     block_size: int
 
-    def encode(self, examples: Iterable[PackInput], job: EncodeJob, staging: Path, notify: Progress) -> tuple[Tally, ClusterStore]:
-        """Encode every share as a task; ``examples`` is unused (the tasks read the input)."""
-        tally = Tally()
+    def encode(self, examples: Iterable[PackInput], job: EncodeJob, staging: Path, notify: Progress, tally: Tally) -> ClusterStore:
+        """Encode every share as a task; ``examples`` is unused (the tasks read the input). The tasks'
+        reject samples are merged into ``tally``; its rejects file is not written (``--rejects-out`` is local)."""
         meta: dict[str, list[np.ndarray]] = {name: [] for name in _META}
         tokens, firsts = [], [0]
         lines = 0
@@ -150,7 +151,7 @@ class RayEngine:
             lines += encoded.lines
             notify("tokenize", tally.records, None)
         arrays = {name: np.concatenate(parts).astype(dtype) for (name, parts), dtype in zip(meta.items(), (np.int64, np.int64, np.int32, np.bool_), strict=True)}
-        return tally, ClusterStore(**arrays, firsts=np.asarray(firsts, np.int64), tokens=tokens)
+        return ClusterStore(**arrays, firsts=np.asarray(firsts, np.int64), tokens=tokens)
 
     def write(self, staging: Path, spool: ClusterStore, bins: Bins, *, kind: Kind, max_length: int, on_rows) -> list[str]:  # type: ignore[override]
         """Write every shard as a task."""
@@ -186,5 +187,8 @@ def pack_files_ray(paths: Sequence[str], *, fmt: str = "auto", address: str | No
     ray = connect(address)
     opened = open_input(list(paths), fmt=FORMAT_ALIASES.get(fmt, fmt))
     options.pop("workers", None)  # the cluster's CPUs are the workers
+    if options.get("rejects_out") is not None:
+        msg = "--rejects-out is written by local packs only (--engine local)"
+        raise UsageError(msg)
     engine = RayEngine(ray, shares(opened.files, range_size), opened.plan, opened.detection, DEFAULT_BLOCK_SIZE)
     return pack((), engine=engine, reader_options={"format": opened.detection.fmt}, **options)

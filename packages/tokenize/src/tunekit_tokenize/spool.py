@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from tunekit_tokenize.encoder import TokenSequence
+from tunekit_tokenize.vision import ImageRef
 
 
 @dataclass(slots=True)
@@ -22,7 +23,8 @@ class SpoolBatch:
     """Sequences of one batch: flat ``ids``/``trained`` and per-sequence ``lengths`` and metadata.
 
     ``records`` is the input record index of each sequence (the DPO pair id), ``prompt_lens`` the
-    DPO prompt length (0 otherwise), ``is_chosen`` True for chosen answers (and every non-DPO sequence).
+    DPO prompt length (0 otherwise), ``is_chosen`` True for chosen answers (and every non-DPO sequence),
+    ``images`` each sequence's images (empty tuples in a text pack).
     """
 
     ids: np.ndarray
@@ -31,6 +33,7 @@ class SpoolBatch:
     records: np.ndarray
     prompt_lens: np.ndarray
     is_chosen: np.ndarray
+    images: list[tuple[ImageRef, ...]]
 
     @classmethod
     def from_sequences(cls, sequences: list[TokenSequence], records: list[int], is_chosen: list[bool]) -> SpoolBatch:
@@ -42,6 +45,7 @@ class SpoolBatch:
             records=np.array(records, dtype=np.int64),
             prompt_lens=np.array([s.prompt_len for s in sequences], dtype=np.int32),
             is_chosen=np.array(is_chosen, dtype=np.bool_),
+            images=[s.images for s in sequences],
         )
 
 
@@ -68,13 +72,15 @@ class Spool:
     """Append-only store of sequences in directory ``root``; `close` it, then read with `gather`.
 
     After `close`, ``lengths``, ``records``, ``prompt_lens`` and ``is_chosen`` hold every sequence's
-    metadata in append order.
+    metadata in append order, and ``images`` each sequence's image references (about 100 bytes an
+    image in memory; the bytes stay in the media cache until a shard is written).
     """
 
     lengths: np.ndarray
     records: np.ndarray
     prompt_lens: np.ndarray
     is_chosen: np.ndarray
+    images: list[tuple[ImageRef, ...]]
 
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
@@ -82,6 +88,7 @@ class Spool:
         self._ids_file = self._ids_path.open("wb")
         self._trained_file = self._trained_path.open("wb")
         self._parts: dict[str, list[np.ndarray]] = {name: [] for name in _META}
+        self.images = []
         self._starts = np.zeros(1, dtype=np.int64)
         self._ids: np.ndarray | None = None
         self._trained: np.ndarray | None = None
@@ -92,6 +99,7 @@ class Spool:
         self._trained_file.write(batch.trained.astype(np.uint8, copy=False).tobytes())
         for name, parts in self._parts.items():
             parts.append(getattr(batch, name))
+        self.images.extend(batch.images)
 
     def close(self) -> None:
         """Finish writing; fills the metadata arrays and maps the token files for `gather`."""

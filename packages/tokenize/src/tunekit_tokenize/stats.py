@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,6 +13,9 @@ from tunekit_tokenize.encoder import Kind, sequences_per_item
 from tunekit_tokenize.packer import Bins
 from tunekit_tokenize.spool import SequenceStore
 from tunekit_tokenize.truncation import FitCounts
+
+if TYPE_CHECKING:
+    from tunekit_data.storage import AtomicOutput
 
 REJECT_SAMPLES = 20  # rejected records listed with their location; all are counted
 
@@ -27,12 +31,20 @@ class Tally:
     rejected: Counter[str] = field(default_factory=Counter)
     reject_samples: list[dict[str, object]] = field(default_factory=list)
     fit: FitCounts = field(default_factory=FitCounts)
+    rejects_out: AtomicOutput | None = None
+    """``--rejects-out``: every rejected record, one JSON line each (location, reason, the record)."""
 
-    def reject(self, file: str, line: int, code: str, message: str) -> None:
-        """Count a rejected record, keeping the first few with their location."""
+    def reject(self, file: str, line: int, code: str, message: str, *, field: str = "", record: object = None) -> None:
+        """Count a rejected record, keeping the first few with their location (all in ``rejects_out``)."""
         self.rejected[code] += 1
+        where = f"{field}: " if field else ""
         if len(self.reject_samples) < REJECT_SAMPLES:
-            self.reject_samples.append({"file": file, "line": line, "reason": code, "message": message})
+            self.reject_samples.append({"file": file, "line": line, "reason": code, "message": f"{where}{message}"})
+        if self.rejects_out is not None:
+            import orjson
+
+            entry = {"file": file, "line": line, "field": field, "reason": message, "rule": code, "record": record}
+            self.rejects_out.write(orjson.dumps(entry, default=str) + b"\n")
 
     @property
     def rejected_total(self) -> int:
@@ -40,8 +52,9 @@ class Tally:
         return sum(self.rejected.values())
 
 
-def summarize(tally: Tally, spool: SequenceStore, bins: Bins, *, kind: Kind, max_length: int) -> dict[str, object]:
-    """The ``stats.json`` payload: counts, packing efficiency against its lower bound, lengths."""
+def summarize(tally: Tally, spool: SequenceStore, bins: Bins, *, kind: Kind, max_length: int, images: int | None = None) -> dict[str, object]:
+    """The ``stats.json`` payload: counts, packing efficiency against its lower bound, lengths (and the
+    images in the rows, of a vision pack)."""
     lengths = spool.lengths
     tokens = int(lengths.sum())
     fill = bins.totals(spool.item_lengths(sequences_per_item(kind)))
@@ -73,6 +86,8 @@ def summarize(tally: Tally, spool: SequenceStore, bins: Bins, *, kind: Kind, max
         "length_histogram": histogram(lengths, max_length),
         "reject_samples": tally.reject_samples,
     }
+    if images is not None:
+        stats["images"] = images
     if kind == "dpo":
         stats["pairs"] = len(lengths) // 2
     return stats

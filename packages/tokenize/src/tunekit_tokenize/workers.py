@@ -27,11 +27,13 @@ BATCH_SIZE = 512  # records per task: large enough to amortise IPC, small enough
 
 @dataclass(slots=True)
 class Batch:
-    """Records for one task: their positions in the whole input, examples, and file/line locations."""
+    """Records for one task: their positions in the whole input, examples, file/line locations and values."""
 
     indices: list[int] = field(default_factory=list)
     examples: list[Example] = field(default_factory=list)
     locations: list[tuple[str, int]] = field(default_factory=list)
+    values: list[object] = field(default_factory=list)
+    """The source records, for the rejects file (kept by the caller: never sent to a worker)."""
 
 
 @dataclass(slots=True)

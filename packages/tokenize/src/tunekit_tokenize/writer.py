@@ -12,7 +12,9 @@ import json
 import shutil
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +25,10 @@ from tunekit_tokenize.encoder import IGNORE_INDEX, Kind, sequences_per_item
 from tunekit_tokenize.manifest import DATA_DIR, is_packed_dir
 from tunekit_tokenize.packer import Bins
 from tunekit_tokenize.spool import SequenceStore
+from tunekit_tokenize.vision import ImageRef
+
+if TYPE_CHECKING:
+    from tunekit_data.media import MediaCache
 
 SHARD_TOKENS = 1 << 24  # ~16.8 M tokens (~200 MB of int32 columns before compression) per shard
 ROW_GROUP_TOKENS = 1 << 20  # readers stream a row group at a time
@@ -36,10 +42,12 @@ def write_shards(
     kind: Kind,
     max_length: int,
     on_rows: Callable[[int], None] | None = None,
+    images: MediaColumns | None = None,
 ) -> list[str]:
     """Write ``bins`` (items = sequences, or chosen+rejected pairs for dpo) under ``root/data``.
 
-    Returns the shard paths relative to ``root``; ``on_rows(n)`` is called after each shard.
+    Returns the shard paths relative to ``root``; ``on_rows(n)`` is called after each shard. With
+    ``images`` (a vision pack), each row also carries its images' bytes and grids.
     """
     per_item = sequences_per_item(kind)
     bin_ranges = shard_ranges(bins.totals(spool.item_lengths(per_item)))
@@ -47,7 +55,8 @@ def write_shards(
     names = []
     for index, (first, last) in enumerate(bin_ranges):
         name = shard_name(index, len(bin_ranges))
-        write_shard(root / name, shard_table(spool, bins, first, last, per_item=per_item, dpo=kind == "dpo"), max_length)
+        table = shard_table(spool, bins, first, last, per_item=per_item, dpo=kind == "dpo", images=images)
+        write_shard(root / name, table, max_length)
         names.append(name)
         if on_rows:
             on_rows(last - first)
@@ -78,7 +87,34 @@ def shard_ranges(bin_tokens: np.ndarray) -> list[tuple[int, int]]:
     return list(itertools.pairwise(cuts))
 
 
-def shard_table(spool: SequenceStore, bins: Bins, first: int, last: int, *, per_item: int, dpo: bool) -> pa.Table:
+@dataclass(frozen=True)
+class MediaColumns:
+    """Where a vision pack's image columns come from: each sequence's images, and the cache holding their bytes."""
+
+    images: list[tuple[ImageRef, ...]]
+    cache: MediaCache
+
+    def columns(self, sequences: np.ndarray, seg_offsets: np.ndarray) -> dict[str, pa.Array]:
+        """``image_bytes`` and ``image_grid_thw`` (t, h, w per image) per row, ``seq_images`` per segment."""
+        per_sequence = [self.images[s] for s in sequences.tolist()]
+        counts = np.array([len(refs) for refs in per_sequence], dtype=np.int32)
+        flat = [ref for refs in per_sequence for ref in refs]
+        image_offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])[seg_offsets]
+        blobs = [self.cache.get(ref.key) for ref in flat]
+        # int64 offsets: a shard's images may pass 2 GiB
+        blob_offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs], dtype=np.int64)])
+        data = pa.Array.from_buffers(pa.large_binary(), len(blobs), [None, pa.py_buffer(blob_offsets), pa.py_buffer(b"".join(blobs))])
+        grids = np.array([ref.grid for ref in flat], dtype=np.int32).reshape(-1)
+        return {
+            "image_bytes": pa.ListArray.from_arrays(_arrow(image_offsets.astype(np.int32)), data),
+            "image_grid_thw": pa.ListArray.from_arrays(_arrow((image_offsets * 3).astype(np.int32)), _arrow(grids)),
+            "seq_images": pa.ListArray.from_arrays(_arrow(seg_offsets.astype(np.int32)), _arrow(counts)),
+        }
+
+
+def shard_table(
+    spool: SequenceStore, bins: Bins, first: int, last: int, *, per_item: int, dpo: bool, images: MediaColumns | None = None
+) -> pa.Table:
     items = bins.items[bins.offsets[first] : bins.offsets[last]]
     sequences = (items[:, None] * per_item + np.arange(per_item)).ravel()
     lengths = spool.lengths[sequences]
@@ -105,6 +141,8 @@ def shard_table(spool: SequenceStore, bins: Bins, first: int, last: int, *, per_
         columns["pair_ids"] = rows(spool.records[sequences], seg_offsets)
         columns["prompt_lens"] = rows(spool.prompt_lens[sequences], seg_offsets)
         columns["is_chosen"] = rows(spool.is_chosen[sequences], seg_offsets)
+    if images is not None:
+        columns.update(images.columns(sequences, seg_offsets))
     return pa.table(columns)
 
 

@@ -34,8 +34,9 @@ from tunekit_train.attention import Backend, attention_kwargs
 
 IGNORE = -100
 REQUIRED_COLUMNS = ("input_ids", "labels", "position_ids", "seq_lens")
-TOKEN_COLUMNS = ("input_ids", "labels", "position_ids")
-"""Per-token columns: nearly all of a pack's bytes, read lazily by the ranks of a multi-process job."""
+TOKEN_COLUMNS = ("input_ids", "labels", "position_ids", "image_bytes", "image_grid_thw")
+"""Per-token columns (and a vision pack's images): nearly all of a pack's bytes, read lazily by the ranks
+of a multi-process job."""
 
 
 @dataclass(frozen=True)

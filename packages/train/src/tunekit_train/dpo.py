@@ -100,9 +100,10 @@ class PairBatch:
         return PairBatch(self.tokens.to(device), self.target_segments.to(device), self.n_segments, reference)
 
 
-def collate_pairs(rows: list[dict[str, np.ndarray]], *, flatten: bool) -> PairBatch:
-    """Build a DPO micro-batch from packed pair rows (see `collate` for the token layout)."""
-    tokens = collate(rows, flatten=flatten)
+def collate_pairs(rows: list[dict[str, np.ndarray]], *, flatten: bool, build: Callable[..., Batch] = collate) -> PairBatch:
+    """Build a DPO micro-batch from packed pair rows (see `collate` for the token layout; ``build`` makes
+    the token batch: `tunekit_train.vision.VisionCollate` for rows with images)."""
+    tokens = build(rows, flatten=flatten)
     counts = [len(row["seq_lens"]) for row in rows]
     segments = tokens.segment_ids
     if not flatten:  # padded rows number their segments from 0: shift each row past the rows before it

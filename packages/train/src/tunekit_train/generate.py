@@ -20,7 +20,8 @@ from torch import nn
 from tunekit_data.errors import InputError
 from tunekit_train.lora import ADAPTER_CONFIG, is_adapter_dir
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+# The image processor's settings travel with the tokenizer: a vision-language model's prompts need both.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "preprocessor_config.json")
 
 
 @dataclass(frozen=True)
@@ -106,16 +107,30 @@ def prompt_ids(tokenizer: Any, messages: list[dict[str, str]], chat_template: st
 
 
 @torch.no_grad()
-def generate(model: nn.Module, tokenizer: Any, prompts: list[str], settings: GenerationSettings) -> list[str]:
-    """Complete each prompt; returns the generated text only (special tokens removed)."""
+def generate(
+    model: nn.Module, tokenizer: Any, prompts: list[str], settings: GenerationSettings, *, images: list[Any] = (), image_processor: Any = None
+) -> list[str]:
+    """Complete each prompt; returns the generated text only (special tokens removed).
+
+    ``images`` (Pillow images; a vision-language model and its ``image_processor``) go before each
+    prompt's text in its user turn.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     torch.manual_seed(settings.seed)
     outputs = []
     for prompt in prompts:
+        turns = [{"role": "system", "content": settings.system}] if settings.system else []
+        if images:
+            from tunekit_train.vision import vision_inputs
+
+            parts = [*({"type": "image", "image": image} for image in images), {"type": "text", "text": prompt}]
+            inputs = vision_inputs(tokenizer, image_processor, [*turns, {"role": "user", "content": parts}])
+            ids = inputs.pop("input_ids")
+            outputs.append(complete_ids(model, tokenizer, ids.to(device), settings, **{k: v.to(device) for k, v in inputs.items()}))
+            continue
         if tokenizer.chat_template and not settings.raw:
-            turns = [{"role": "system", "content": settings.system}] if settings.system else []
             ids = torch.tensor([prompt_ids(tokenizer, [*turns, {"role": "user", "content": prompt}])])
         else:
             ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
@@ -125,8 +140,12 @@ def generate(model: nn.Module, tokenizer: Any, prompts: list[str], settings: Gen
 
 
 @torch.no_grad()
-def complete_ids(model: nn.Module, tokenizer: Any, ids: torch.Tensor, settings: GenerationSettings) -> str:
-    """The completion of one prompt (``ids``: shape 1 x length, on the model's device), special tokens removed."""
+def complete_ids(model: nn.Module, tokenizer: Any, ids: torch.Tensor, settings: GenerationSettings, **images: torch.Tensor) -> str:
+    """The completion of one prompt (``ids``: shape 1 x length, on the model's device), special tokens removed.
+
+    ``images``: a vision-language prompt's ``pixel_values``, ``image_grid_thw`` and ``mm_token_type_ids``
+    (`tunekit_train.vision.vision_inputs`), on the same device.
+    """
     sampling = {"temperature": settings.temperature, "top_k": settings.top_k, "top_p": settings.top_p} if settings.do_sample else {}
     out = model.generate(
         input_ids=ids,
@@ -135,6 +154,7 @@ def complete_ids(model: nn.Module, tokenizer: Any, ids: torch.Tensor, settings: 
         do_sample=settings.do_sample,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        **images,
         **sampling,
     )
     return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)

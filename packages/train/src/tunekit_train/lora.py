@@ -18,15 +18,22 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 
 
-def add_lora(model: nn.Module, lora: LoraTuning) -> nn.Module:
-    """Wrap ``model`` with fresh LoRA adapters; only the adapters require gradients."""
+def add_lora(model: nn.Module, lora: LoraTuning, *, skip_vision: bool = True) -> nn.Module:
+    """Wrap ``model`` with fresh LoRA adapters; only the adapters require gradients.
+
+    ``skip_vision``: a vision-language model's vision tower (``visual``) gets no adapters, so LoRA
+    adapts the language model only (``training_config.model.freeze_vision``).
+    """
     from peft import LoraConfig, get_peft_model
+
+    from tunekit_train.model import VISION_TOWER
 
     config = LoraConfig(
         r=lora.adapter_dim,
         lora_alpha=lora.alpha,
         lora_dropout=lora.adapter_dropout,
         target_modules=lora.target_modules,
+        exclude_modules=rf"(.*\.)?{VISION_TOWER}\..*" if skip_vision else None,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)

@@ -46,13 +46,30 @@ def has_weights(path: Path) -> bool:
     return any((path / name).is_file() for name in WEIGHT_FILES)
 
 
+def is_vision_config(path: Path) -> bool:
+    """Whether the model directory holds a vision-language model (its config has a ``vision_config``)."""
+    import json
+
+    try:
+        return "vision_config" in json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
+def model_class(path: Path) -> Any:
+    """The transformers auto class for the model in ``path``: image-text-to-text for a vision-language model."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText if is_vision_config(path) else AutoModelForCausalLM
+
+
 def load_model(path: str | Path, *, backend: Backend, seed: int) -> tuple[nn.Module, bool]:
-    """Load the causal LM in ``path`` in float32; returns the model and whether it was randomly initialised.
+    """Load the causal LM (or vision-language model: ``AutoModelForImageTextToText``) in ``path`` in
+    float32; returns the model and whether it was randomly initialised.
 
     Raises:
         InputError: ``path`` is not a model directory.
     """
-    from transformers import AutoModelForCausalLM
     from transformers.utils import logging
 
     # tunekit draws its own progress; transformers' bars (e.g. "Writing model shards") would interleave.
@@ -62,12 +79,36 @@ def load_model(path: str | Path, *, backend: Backend, seed: int) -> tuple[nn.Mod
         msg = f"{root}: not a Hugging Face model directory (no config.json)"
         raise InputError(msg)
     kwargs: dict[str, Any] = {"attn_implementation": backend, "dtype": torch.float32}
+    auto = model_class(root)
     if has_weights(root):
-        return AutoModelForCausalLM.from_pretrained(root, **kwargs), False
+        return auto.from_pretrained(root, **kwargs), False
     from transformers import AutoConfig
 
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(root), **kwargs), True
+    return auto.from_config(AutoConfig.from_pretrained(root), **kwargs), True
+
+
+VISION_TOWER = "visual"
+"""The vision encoder's module name in Qwen2-VL-style models; its ``merger`` is the image projector."""
+
+
+def vision_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(vision encoder, image projector) parameters of a vision-language model; empty for a text model."""
+    encoder, projector = [], []
+    for name, param in model.named_parameters():
+        parts = name.split(".")
+        if VISION_TOWER in parts:
+            (projector if "merger" in parts[parts.index(VISION_TOWER) :] else encoder).append(param)
+    return encoder, projector
+
+
+def freeze_vision(model: nn.Module, *, encoder: bool, projector: bool) -> int:
+    """Freeze the vision encoder and/or the image projector (full training); returns parameters frozen."""
+    vision, merger = vision_parameters(model)
+    frozen = (vision if encoder else []) + (merger if projector else [])
+    for param in frozen:
+        param.requires_grad_(False)
+    return sum(p.numel() for p in frozen)
 
 
 def apply_dropouts(model: nn.Module, dropouts: Dropouts) -> list[str]:

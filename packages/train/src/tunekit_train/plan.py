@@ -118,18 +118,22 @@ def model_shape(model_dir: Path, config: TrainingConfig) -> ModelShape:
         InputError: ``model_dir`` has no readable ``config.json``.
     """
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
+
+    from tunekit_train.model import freeze_vision, model_class
 
     if not (model_dir / "config.json").is_file():
         msg = f"{model_dir}: not a Hugging Face model directory (no config.json)"
         raise InputError(msg)
     hf = AutoConfig.from_pretrained(model_dir)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(hf)
+        model = model_class(model_dir).from_config(hf)
         if config.model.lora is not None:
             from tunekit_train.lora import add_lora
 
-            model = add_lora(model, config.model.lora)
+            model = add_lora(model, config.model.lora, skip_vision=config.model.freeze_vision)
+        else:
+            freeze_vision(model, encoder=config.model.freeze_vision, projector=config.model.mm_cfg.image_projector.freeze)
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     text = hf.get_text_config() if hasattr(hf, "get_text_config") else hf

@@ -270,7 +270,8 @@ class MmCfg(_Section):
     llm: Freeze = Freeze()
     """``freeze: true`` freezes the language model (only adapters train)."""
     image_projector: Freeze = Freeze()
-    """No effect on text-only models."""
+    """Vision-language models, full training: ``freeze: true`` keeps the image projector (Qwen2-VL's
+    ``visual.merger``) frozen. No effect on text-only models."""
     video_projector: Freeze = Freeze()
     """No effect on text-only models."""
 
@@ -314,6 +315,9 @@ class ModelSection(_Section):
     dpo_cfg: DpoCfg | None = None
     """Preference training (issue 6); its presence selects DPO."""
     mm_cfg: MmCfg = MmCfg()
+    freeze_vision: bool = True
+    """Vision-language models: keep the vision encoder frozen (LoRA adapts the language model only);
+    the image projector follows ``mm_cfg.image_projector.freeze``. No effect on text-only models."""
     training_validation: TrainingValidation = TrainingValidation()
 
     @property

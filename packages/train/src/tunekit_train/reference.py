@@ -36,11 +36,12 @@ from torch import nn
 
 from tunekit_train.attention import Backend, flattens_rows
 from tunekit_train.data import REQUIRED_COLUMNS, BatchStream, Column, PackedRows
-from tunekit_train.dpo import REFERENCE_COLUMN, PairBatch, Reference, collate_pairs, segment_logps
+from tunekit_train.dpo import REFERENCE_COLUMN, PairBatch, Reference, segment_logps
 from tunekit_train.lora import is_lora
 from tunekit_train.losses import DEFAULT_CHUNK
 from tunekit_train.precision import autocast, resolve_precision
 from tunekit_train.recipe import TrainingConfig
+from tunekit_train.vision import batch_builder
 
 CACHE_DIR = "reference"
 _CACHE_VERSION = "tunekit-reference-1"
@@ -155,7 +156,7 @@ def _reference_pass(
 ) -> np.ndarray:
     # Rows in stored order, so the concatenated per-segment values line up with the flat seq_lens column.
     stream = BatchStream(
-        rows, global_batch=micro_batch, micro_batch=micro_batch, seed=0, flatten=flattens_rows(backend), build=collate_pairs
+        rows, global_batch=micro_batch, micro_batch=micro_batch, seed=0, flatten=flattens_rows(backend), build=batch_builder(rows.manifest, pairs=True)
     )
     values = []
     for batch in stream.micro_batches():

@@ -46,20 +46,29 @@ from tunekit_data.s3 import is_s3
 from tunekit_train import checkpoint as ckpt
 from tunekit_train import distributed, tracking
 from tunekit_train.attention import Backend, flattens_rows, resolve_backend
-from tunekit_train.data import BatchStream, PackedRows, collate
-from tunekit_train.dpo import METRIC_COLUMNS, DpoLoss, collate_pairs
+from tunekit_train.data import BatchStream, PackedRows
+from tunekit_train.dpo import METRIC_COLUMNS, DpoLoss
 from tunekit_train.generate import GenerationSettings, copy_tokenizer, generate, load_tokenizer
 from tunekit_train.logs import RunLog, now
 from tunekit_train.loop import EarlyStopping, LoopParts, Schedule, StopRequest, TrainState, fit
 from tunekit_train.lora import add_lora, is_adapter_dir, is_lora
 from tunekit_train.losses import LOSSES, LossFn
-from tunekit_train.model import Dropouts, apply_dropouts, has_weights, load_model, prepare_model
+from tunekit_train.model import (
+    Dropouts,
+    apply_dropouts,
+    freeze_vision,
+    has_weights,
+    is_vision_config,
+    load_model,
+    prepare_model,
+)
 from tunekit_train.optim import build_optimizer, build_scheduler
 from tunekit_train.plan import check_fits, plan_recipe
 from tunekit_train.recipe import DPO_METRICS, LoadedRecipe, Recipe, TrainingConfig
 from tunekit_train.reference import build_reference
 from tunekit_train.remote import Publisher
 from tunekit_train.sources import local_path, open_rows
+from tunekit_train.vision import batch_builder, is_vision_pack
 
 
 @dataclass(frozen=True)
@@ -120,7 +129,7 @@ def run_training(
             if paths.validation
             else None
         )
-        _check_rows(loaded, train_rows, val_rows)
+        _check_rows(loaded, train_rows, val_rows, vision_model=is_vision_config(paths.model))
         model, random_init = _build_model(loaded, paths, run_dir, backend)
     model_notes = prepare_model(model, config, checkpointing=plan.activation_checkpointing, device=device)
     model.to(device)
@@ -309,12 +318,17 @@ def _default_run_dir(recipe: Recipe) -> Path:
     return Path("runs") / recipe.run.name
 
 
-def _check_rows(loaded: LoadedRecipe, train: PackedRows, val: PackedRows | None) -> None:
+def _check_rows(loaded: LoadedRecipe, train: PackedRows, val: PackedRows | None, *, vision_model: bool) -> None:
     config = loaded.recipe.training_config
     problems = [
         f"training_config.max_length: {config.max_length}, but {rows.source} has rows of {rows.max_row_length} tokens (packed for a longer context)"
         for rows in (train, val)
         if rows is not None and rows.max_row_length > config.max_length
+    ]
+    problems += [
+        f"run.model_name_or_path: {loaded.recipe.run.model_name_or_path} is a text-only model, but {rows.source} holds images (packed with --processor)"
+        for rows in (train, val)
+        if rows is not None and is_vision_pack(rows.manifest) and not vision_model
     ]
     if not len(train):
         problems.append(f"run.data_s3_path: {train.source} has no rows")
@@ -332,8 +346,10 @@ def _build_model(loaded: LoadedRecipe, paths: Paths, run_dir: Path, backend: Bac
         if random_init:  # the adapter alone cannot rebuild a random base: keep the base with the run
             model.save_pretrained(base_dir)
             source = base_dir
-        model = add_lora(model, lora)
+        model = add_lora(model, lora, skip_vision=config.model.freeze_vision)
         model.peft_config["default"].base_model_name_or_path = str(source.resolve())
+    else:
+        freeze_vision(model, encoder=config.model.freeze_vision, projector=config.model.mm_cfg.image_projector.freeze)
     problems = apply_dropouts(
         model, Dropouts(config.model.hidden_dropout, config.model.attention_dropout, config.model.ffn_dropout)
     )
@@ -376,7 +392,7 @@ def _stream(config: TrainingConfig, rows: PackedRows, backend: Backend, world: d
             flatten=flattens_rows(backend),
             workers=loader.data_loader_workers,
             prefetch=loader.prefetch_factor,
-            build=_collate(config),
+            build=_collate(config, rows),
             world=world,
         )
     # One process: the service's `replicas` data-parallel workers become extra accumulation, which gives
@@ -389,7 +405,7 @@ def _stream(config: TrainingConfig, rows: PackedRows, backend: Backend, world: d
         flatten=flattens_rows(backend),
         workers=loader.data_loader_workers,
         prefetch=loader.prefetch_factor,
-        build=_collate(config),
+        build=_collate(config, rows),
     )
 
 
@@ -402,13 +418,14 @@ def _val_stream(config: TrainingConfig, rows: PackedRows | None, backend: Backen
         micro_batch=config.micro_batch_size,
         seed=config.seed,
         flatten=flattens_rows(backend),
-        build=_collate(config),
+        build=_collate(config, rows),
     )
 
 
-def _collate(config: TrainingConfig) -> Any:
-    # Methods differ by their batch builder and loss: DPO batches know which segments form each pair.
-    return collate_pairs if config.method == "dpo" else collate
+def _collate(config: TrainingConfig, rows: PackedRows) -> Any:
+    # Methods differ by their batch builder and loss: DPO batches know which segments form each pair;
+    # rows with images get their pixel values and M-RoPE positions (tunekit_train.vision).
+    return batch_builder(rows.manifest, pairs=config.method == "dpo")
 
 
 def _schedule(config: TrainingConfig, stream: BatchStream, has_val: bool) -> Schedule:

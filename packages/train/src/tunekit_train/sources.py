@@ -76,7 +76,10 @@ def _pack(path: Path, *, config: TrainingConfig, tokenizer: Path | None, out_dir
             ["raw data is packed on the fly and needs a tokenizer: set run.tokenizer_name_or_path or add tokenizer files to the model directory"],
         )
     from tunekit_tokenize import pack_files
+    from tunekit_tokenize.vision import PROCESSOR_FILE
 
+    # A vision-language model's directory has its image processor: images are packed with it.
+    processor = tokenizer if (tokenizer / PROCESSOR_FILE).is_file() else None
     pack_files(
         [str(path)],
         fmt="cpt" if config.method == "cpt" else "auto",
@@ -85,5 +88,6 @@ def _pack(path: Path, *, config: TrainingConfig, tokenizer: Path | None, out_dir
         out_dir=out_dir,
         max_invalid_percent=config.allow_percentage_invalid_samples,
         seed=config.seed,
+        processor=processor,
     )
     return out_dir

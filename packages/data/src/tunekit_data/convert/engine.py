@@ -24,6 +24,7 @@ from tunekit_data.convert.sources import RawRecord, Unit, jsonl_record, unit_rec
 from tunekit_data.convert.validate import check_lines
 from tunekit_data.convert.writer import TRAIN, Chunk, Split, dump_line, jsonl_chunk, parquet_chunk
 from tunekit_data.examples import SourceRecord
+from tunekit_data.media import MediaCache, resolve_record
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,9 @@ class ConvertPlan:
     profile: str = "nova-lite-1"
     platform: str = "sagemaker"
     keep_refs: bool = False  # --max-samples needs to name the record it stopped at
+    media_cache: str | None = None
+    """``--resolve-images``: fetch and decode every image of each output record through the media cache
+    at this directory; a record whose image fails is rejected (`tunekit_data.media`)."""
 
 
 @dataclass(slots=True)
@@ -218,8 +222,12 @@ def _check_and_route(
     )
     names = [TRAIN, plan.split.name] if plan.split is not None else [TRAIN]
     routed: dict[str, list[_Converted]] = {name: [] for name in names}
+    cache = MediaCache(plan.media_cache) if plan.media_cache is not None else None
     for i, c in enumerate(converted):
         found = problems.get(i)
+        if cache is not None and not any(p.severity == "error" for p in found or ()) and (media := _media_rejection(c, cache)):
+            rejected.append((c.seq, media, c.raw()))
+            continue
         if found:
             errors = [p for p in found if p.severity == "error"]
             if errors:
@@ -238,6 +246,16 @@ def _check_and_route(
             result.chunks[name] = Chunk(seqs, data, list(itertools.accumulate([len(c.line) for c in picked])))
         else:
             result.chunks[name] = jsonl_chunk(seqs, [c.line for c in picked])
+
+
+def _media_rejection(c: _Converted, cache: MediaCache) -> Rejection | None:
+    """The rejection of a converted record whose first image cannot be fetched or decoded, else None."""
+    media = resolve_record(orjson.loads(c.line), cache)
+    if not media.problems:
+        return None
+    field, problem = media.problems[0]
+    more = f" (and {len(media.problems) - 1} more)" if len(media.problems) > 1 else ""
+    return Rejection(c.file, c.where, field, f"[{problem.kind}] {problem.message}{more}", f"media-{problem.kind}")
 
 
 def _reject_line(rejection: Rejection, item: RawRecord, kind: str) -> dict[str, object]:

@@ -46,6 +46,7 @@ from tunekit_data.convert.writer import (
 )
 from tunekit_data.errors import UsageError
 from tunekit_data.examples import Example, SourceRecord
+from tunekit_data.media import default_cache_dir
 from tunekit_data.profiles import PLATFORMS, get_profile
 
 FIRST_REJECTS = 20
@@ -188,6 +189,10 @@ class ConvertOptions:
     shard_size: int = DEFAULT_SHARD_SIZE
     max_rejects_percent: float = 0.0
     block_size: int = DEFAULT_BLOCK_SIZE
+    resolve_images: bool = False
+    """Fetch and decode every output image (media cache: ``media_cache``, else the default); reject a
+    record whose image is missing, undecodable or too large."""
+    media_cache: str | None = None
 
     def __post_init__(self) -> None:
         if self.to not in OUTPUT_FORMATS:
@@ -317,6 +322,7 @@ def prepare_convert(paths: Sequence[str], options: ConvertOptions) -> PreparedCo
         profile=options.profile,
         platform=options.platform,
         keep_refs=options.limit is not None,
+        media_cache=(options.media_cache or str(default_cache_dir())) if options.resolve_images else None,
     )
     summary = ConvertSummary(
         [f.path for f in opened.files], opened.detection, options.to, options.max_rejects_percent

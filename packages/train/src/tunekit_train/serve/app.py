@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -46,6 +47,8 @@ class Chat:
     model: ServedModel
     prompt: list[int]
     params: SamplingParams
+    images: dict[str, Any] | None = None
+    """A vision-language prompt's image tensors (pixel values, grids, token types)."""
 
 
 class Server:
@@ -73,7 +76,7 @@ class Server:
     def chat(
         self,
         model_id: str,
-        messages: list[dict[str, str]],
+        messages: list[dict[str, Any]],
         *,
         max_tokens: int | None,
         temperature: float,
@@ -81,7 +84,8 @@ class Server:
         stop: tuple[str, ...] = (),
         seed: int | None = None,
     ) -> Chat:
-        """Render and check a chat request.
+        """Render and check a chat request (a message's content is text, or a list of text and image
+        parts: see `tunekit_train.vision.vision_inputs`).
 
         Raises:
             ApiError: unknown model, a conversation the template refuses, or a prompt/token budget too long.
@@ -91,8 +95,12 @@ class Server:
         if max_tokens is not None and max_tokens > limit:
             msg = f"max tokens {max_tokens} is above this server's limit of {limit}"
             raise ApiError(msg, param="max_tokens")
+        images = None
         try:
-            prompt = model.encode(messages)
+            if any(isinstance(m["content"], list) for m in messages):
+                prompt, images = model.encode_images(messages)
+            else:
+                prompt = model.encode(messages)
         except ValueError as exc:
             raise ApiError(str(exc), param="messages") from exc
         room = model.context - len(prompt)
@@ -101,7 +109,7 @@ class Server:
             msg = f"this model's context is {model.context} tokens; the prompt is {len(prompt)} tokens and {asked} were requested with the completion"
             raise ApiError(msg, param="messages")
         budget = max_tokens if max_tokens is not None else min(self.settings.default_max_tokens, limit, room)
-        return Chat(model, prompt, SamplingParams(budget, temperature, top_p, stop, seed))
+        return Chat(model, prompt, SamplingParams(budget, temperature, top_p, stop, seed), images)
 
     async def admit(self, request: Request) -> bytes:
         """The body of a request that passes the gate: the size limit, then the API key (every API route calls this).
@@ -118,7 +126,7 @@ class Server:
 
     def submit(self, chat: Chat) -> AsyncIterator[Event]:
         """Start generating."""
-        return self.engine.submit(chat.model, chat.prompt, chat.params)
+        return self.engine.submit(chat.model, chat.prompt, chat.params, images=chat.images)
 
 
 async def complete(events: AsyncIterator[Event]) -> tuple[str, Finish]:

@@ -65,9 +65,9 @@ class TransformersEngine:
         self._worker = threading.Thread(target=self._run, name="tunekit-serve-engine", daemon=True)
         self._worker.start()
 
-    def submit(self, model: ServedModel, prompt: list[int], params: SamplingParams) -> AsyncIterator[Event]:
+    def submit(self, model: ServedModel, prompt: list[int], params: SamplingParams, *, images: dict[str, Any] | None = None) -> AsyncIterator[Event]:
         """Queue a completion; iterate the result for its events."""
-        completion = Completion(model, prompt, params, asyncio.get_running_loop())
+        completion = Completion(model, prompt, params, asyncio.get_running_loop(), images=images)
         with self._cond:
             self._waiting.append(completion)
             self._cond.notify()
@@ -105,10 +105,10 @@ class TransformersEngine:
             deadline = time.monotonic() + (self.gather_s if expected == 1 else self.max_wait_s)
             while len(self._waiting) < expected and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(left)
-            model_id = self._waiting[0].model.model_id
-            batch = [c for c in self._waiting if c.model.model_id == model_id and not c.cancelled][
-                : self.max_batch
-            ]
+            first = self._waiting[0]
+            # A prompt with images runs alone: its pixel values and M-RoPE positions are its own.
+            same = [c for c in self._waiting if c.model.model_id == first.model.model_id and not c.cancelled and c.images is None]
+            batch = [first] if first.images is not None else same[: self.max_batch]
             chosen = {id(c) for c in batch}
             self._waiting = deque(c for c in self._waiting if id(c) not in chosen and not c.cancelled)
             if batch:
@@ -135,6 +135,8 @@ def decode_batch(module: nn.Module, batch: list[Completion], device: torch.devic
     """Decode ``batch`` to the end of every completion; returns the tokens generated."""
     if batch[0].model.base is not None:  # adapters are named after the model id (see _load)
         module.set_adapter(batch[0].model.adapter_name)
+    if batch[0].images is not None:
+        return decode_with_images(module, batch[0], device)
     pad = batch[0].model.pad_id
     width = max(len(c.prompt) for c in batch)
     input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
@@ -171,6 +173,50 @@ def decode_batch(module: nn.Module, batch: list[Completion], device: torch.devic
             past_key_values=cache,
             use_cache=True,
         )
+
+
+@torch.no_grad()
+def decode_with_images(module: nn.Module, completion: Completion, device: torch.device) -> int:
+    """Decode one vision-language prompt with the model's own ``generate`` (which derives the M-RoPE
+    positions of the images and of each new token), each token handed to the completion as it comes."""
+    from transformers.generation import BaseStreamer, StoppingCriteria, StoppingCriteriaList
+
+    class _Push(BaseStreamer):
+        def __init__(self) -> None:
+            self.prompt_seen, self.count = False, 0
+
+        def put(self, value: torch.Tensor) -> None:
+            if not self.prompt_seen:  # generate hands the prompt over first
+                self.prompt_seen = True
+                return
+            for token in value.reshape(-1).tolist():
+                self.count += 1
+                completion.push(int(token))
+
+        def end(self) -> None:
+            completion.end()  # generate stopped on an end token of the model's generation config
+
+    class _Done(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            return torch.full((input_ids.shape[0],), completion.done or completion.cancelled, dtype=torch.bool, device=input_ids.device)
+
+    params = completion.params
+    ids = torch.tensor([completion.prompt], device=device)
+    sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0} if params.temperature > 0 else {"do_sample": False}
+    if params.temperature > 0 and params.seed is not None:
+        torch.manual_seed(params.seed)
+    streamer = _Push()
+    module.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=params.max_tokens,
+        pad_token_id=completion.model.pad_id,
+        streamer=streamer,
+        stopping_criteria=StoppingCriteriaList([_Done()]),
+        **{k: v.to(device) for k, v in (completion.images or {}).items()},
+        **sampling,
+    )
+    return streamer.count
 
 
 def _choose(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -22,6 +23,8 @@ from tunekit_train.serve import eventstream
 from tunekit_train.serve.app import Chat, Server, complete
 from tunekit_train.serve.engine import Delta, Finish, StopReason
 from tunekit_train.serve.errors import parse_body, refuse_unsupported
+from tunekit_train.serve.images import converse_image, require_images
+from tunekit_train.serve.models import ServedModel
 
 router = APIRouter()
 STOP_REASONS: dict[StopReason, str] = {
@@ -36,11 +39,13 @@ class _Block(BaseModel):
     model_config = ConfigDict(extra="allow")
     text: str | None = None
 
+    image: dict[str, Any] | None = None
+
     @model_validator(mode="after")
     def _text_only(self) -> _Block:
         others = sorted(k for k in (self.model_extra or {}) if k != "cachePoint")
         if others:
-            msg = f"only text content blocks are supported, got {', '.join(others)}"
+            msg = f"only text and image content blocks are supported, got {', '.join(others)}"
             raise ValueError(msg)
         return self
 
@@ -79,13 +84,24 @@ def _text(blocks: list[_Block]) -> str:
     return "".join(b.text or "" for b in blocks)
 
 
+def _content(blocks: list[_Block], index: int, model: ServedModel) -> str | list[dict[str, Any]]:
+    """The text of a message, or its text and image parts in order when it has images."""
+    if all(b.image is None for b in blocks):
+        return _text(blocks)
+    require_images(model)
+    return [
+        {"type": "image", "image": converse_image(b.image, f"messages[{index}].content[{j}].image")} if b.image is not None else {"type": "text", "text": b.text or ""}
+        for j, b in enumerate(blocks)
+    ]
+
+
 async def _chat(request: Request, model_id: str) -> Chat:
     server: Server = request.app.state.server
     raw = await server.admit(request)
-    server.model(model_id)  # an unknown model is a 404 before the body is looked at
+    model = server.model(model_id)  # an unknown model is a 404 before the body is looked at
     body = parse_body(ConverseRequest, raw)
     turns = [{"role": "system", "content": _text(body.system)}] if body.system else []
-    turns += [{"role": m.role, "content": _text(m.content)} for m in body.messages]
+    turns += [{"role": m.role, "content": _content(m.content, i, model)} for i, m in enumerate(body.messages)]
     config = body.inferenceConfig
     return server.chat(
         model_id,

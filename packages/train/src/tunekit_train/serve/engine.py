@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from tunekit_train.serve.models import ServedModel
 
@@ -53,7 +53,7 @@ Event = Delta | Finish
 class Engine(Protocol):
     """An inference engine serving `ServedModel`s."""
 
-    def submit(self, model: ServedModel, prompt: list[int], params: SamplingParams) -> AsyncIterator[Event]:
+    def submit(self, model: ServedModel, prompt: list[int], params: SamplingParams, *, images: dict[str, Any] | None = None) -> AsyncIterator[Event]:
         """Start a completion; iterate for its events (closing the iterator early cancels it)."""
         ...
 
@@ -78,6 +78,8 @@ class Completion:
     prompt: list[int]
     params: SamplingParams
     loop: asyncio.AbstractEventLoop
+    images: dict[str, Any] | None = None
+    """Image tensors of a vision-language prompt (decoded one request at a time)."""
     events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     tokens: list[int] = field(default_factory=list)
     sent: int = 0
@@ -106,6 +108,11 @@ class Completion:
             self._emit(Delta(text[self.sent : ready]))
             self.sent = ready
         return False
+
+    def end(self) -> None:
+        """Finish a completion whose generator stopped by itself (no-op when already finished)."""
+        if not self.done:
+            self._finish("end", self.model.decode(self.tokens))
 
     def fail(self, message: str) -> None:
         """End the completion with an engine error."""

@@ -21,6 +21,7 @@ import yaml
 from tunekit_data.errors import UsageError
 from tunekit_train.generate import model_dir, prompt_ids, tokenizer_for
 from tunekit_train.lora import ADAPTER_CONFIG, is_adapter_dir
+from tunekit_train.vision import load_image_processor
 
 # Names a run directory's final model and checkpoints are saved under, which are not good model ids.
 _INNER_NAMES = {"final", "last", "checkpoints"}
@@ -40,6 +41,8 @@ class ServedModel:
     """The template source the run was packed with, when it differs from the tokenizer's own."""
     context: int = 0
     """Longest prompt + completion in tokens (the model's max_position_embeddings)."""
+    image_processor: Any = field(default=None, repr=False)
+    """A vision-language model's image processor (None: the model takes text only)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -62,6 +65,26 @@ class ServedModel:
             except Exception as exc:  # jinja's TemplateError and raise_exception() messages
                 msg = f"the chat template refused the conversation: {exc}"
                 raise ValueError(msg) from exc
+
+    def encode_images(self, messages: list[dict[str, Any]]) -> tuple[list[int], dict[str, Any]]:
+        """Prompt ids and image tensors of a conversation whose contents hold image parts
+        (`tunekit_train.vision.vision_inputs`).
+
+        Raises:
+            ValueError: the model takes no images, or the template refuses the conversation.
+        """
+        if self.image_processor is None:
+            msg = f"model {self.model_id!r} takes text only; send no image content"
+            raise ValueError(msg)
+        from tunekit_train.vision import vision_inputs
+
+        with self._lock:
+            try:
+                inputs = vision_inputs(self.tokenizer, self.image_processor, messages, chat_template=self.chat_template)
+            except Exception as exc:  # jinja's TemplateError and raise_exception() messages
+                msg = f"the chat template refused the conversation: {exc}"
+                raise ValueError(msg) from exc
+        return inputs.pop("input_ids")[0].tolist(), inputs
 
     def decode(self, ids: list[int]) -> str:
         """Text of generated ids, special tokens removed (as `train generate` decodes)."""
@@ -140,6 +163,7 @@ def resolve_models(specs: list[str], *, tracking_uri: str | None = None) -> list
             )
             raise UsageError(msg)
         config = json.loads(((base or directory) / "config.json").read_text(encoding="utf-8"))
+        config = {**config.get("text_config", {}), **config}  # vision-language configs nest the text model's
         models[model_id] = ServedModel(
             model_id=model_id,
             directory=directory,
@@ -147,6 +171,7 @@ def resolve_models(specs: list[str], *, tracking_uri: str | None = None) -> list
             tokenizer=tokenizer,
             chat_template=template,
             context=int(config.get("max_position_embeddings") or 2048),
+            image_processor=load_image_processor(directory),
         )
     return list(models.values())
 

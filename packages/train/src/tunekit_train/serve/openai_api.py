@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -18,7 +19,9 @@ from starlette.responses import StreamingResponse
 
 from tunekit_train.serve.app import Chat, Server, complete
 from tunekit_train.serve.engine import Delta, Event, Finish, StopReason
-from tunekit_train.serve.errors import parse_body, refuse_unsupported
+from tunekit_train.serve.errors import ApiError, parse_body, refuse_unsupported
+from tunekit_train.serve.images import require_images, url_image
+from tunekit_train.serve.models import ServedModel
 
 router = APIRouter()
 FINISH_REASONS: dict[StopReason, str] = {"end": "stop", "length": "length", "stop_sequence": "stop"}
@@ -26,9 +29,14 @@ _UNSUPPORTED = ("tools", "functions", "logprobs", "top_logprobs", "response_form
 _ROLES = {"developer": "system"}  # OpenAI's newer name for the system role
 
 
+class _ImageUrl(BaseModel):
+    url: str
+
+
 class _Part(BaseModel):
-    type: str = Field(pattern="^text$")
-    text: str
+    type: str = Field(pattern="^(text|image_url)$")
+    text: str = ""
+    image_url: _ImageUrl | None = None
 
 
 class _Message(BaseModel):
@@ -39,6 +47,22 @@ class _Message(BaseModel):
         if isinstance(self.content, list):
             return "".join(p.text for p in self.content)
         return self.content or ""
+
+    def content_for(self, index: int, model: ServedModel) -> str | list[dict[str, Any]]:
+        """The text, or text and image parts (images resolved) when the message has images."""
+        if not isinstance(self.content, list) or all(p.type == "text" for p in self.content):
+            return self.text()
+        require_images(model)
+        parts: list[dict[str, Any]] = []
+        for j, part in enumerate(self.content):
+            if part.type == "text":
+                parts.append({"type": "text", "text": part.text})
+            elif part.image_url is None:
+                msg = f"messages[{index}].content[{j}]: an image_url part needs image_url.url"
+                raise ApiError(msg, param="messages")
+            else:
+                parts.append({"type": "image", "image": url_image(part.image_url.url, f"messages[{index}].content[{j}].image_url")})
+        return parts
 
 
 class _StreamOptions(BaseModel):
@@ -75,7 +99,7 @@ async def _chat(request: Request) -> tuple[ChatRequest, Chat]:
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     chat = server.chat(
         body.model,
-        [{"role": _ROLES.get(m.role, m.role), "content": m.text()} for m in body.messages],
+        [{"role": _ROLES.get(m.role, m.role), "content": m.content_for(i, server.model(body.model))} for i, m in enumerate(body.messages)],
         max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=1.0 if body.temperature is None else body.temperature,
         top_p=1.0 if body.top_p is None else body.top_p,

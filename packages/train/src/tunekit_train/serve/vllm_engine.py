@@ -48,8 +48,13 @@ class VllmEngine:
         self._engine = AsyncLLMEngine.from_engine_args(args)
         self._requests = 0
 
-    def submit(self, model: ServedModel, prompt: list[int], params: SamplingParams) -> AsyncIterator[Event]:
-        """Start a completion on vLLM."""
+    def submit(self, model: ServedModel, prompt: list[int], params: SamplingParams, *, images: dict[str, Any] | None = None) -> AsyncIterator[Event]:
+        """Start a completion on vLLM (text prompts only: images need ``--engine transformers``)."""
+        if images is not None:
+            from tunekit_train.serve.errors import ApiError
+
+            msg = "the vllm engine serves text prompts only; serve this model with --engine transformers for images"
+            raise ApiError(msg, param="messages")
         self._requests += 1
         return self._stream(model, prompt, params)
 
