@@ -150,7 +150,24 @@ def _delta(path: str, rows: int) -> tuple[Iterable[pa.RecordBatch], int, int]:
 def drop_nulls(value: object) -> object:
     """``value`` without null object members, recursively (Arrow rows carry every schema field)."""
     if isinstance(value, dict):
-        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+        return _members(value)
     if isinstance(value, list):
-        return [drop_nulls(v) for v in value]
+        return _items(value)
     return value
+
+
+# The two walkers call themselves only for containers, never for the leaves (most of a row's values).
+# This walk is the largest part of turning a table's rows into the checker's JSON lines; measured on
+# 20k Converse rows: 0.42 s here against 0.67 s with a call per value (`to_pylist` 0.26 s, `orjson.dumps` 0.11 s).
+def _members(d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        if v is None:
+            continue
+        t = type(v)
+        out[k] = _members(v) if t is dict else _items(v) if t is list else v
+    return out
+
+
+def _items(values: list) -> list:
+    return [_members(v) if type(v) is dict else _items(v) if type(v) is list else v for v in values]
