@@ -68,17 +68,17 @@ def serving(args: list[str], log: Path) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    root = tmp_path / "mlflow-server"
-    root.mkdir()
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the module (its start-up is most of these tests' time); a test that stops it
+    starts it again before it ends."""
+    root = tmp_path_factory.mktemp("mlflow-server")
     running = Server(root)
     running.start()
     yield running
     running.stop()
 
 
-@pytest.mark.slow  # starting mlflow server alone takes 10-40 s on a busy 2-core machine
 def test_run_logs_to_a_server_and_registers_its_model(
     tiny_run: tuple[Path, list[str]], server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -117,7 +117,7 @@ def test_run_logs_to_a_server_and_registers_its_model(
             model="main.tunekit.sft-lora-tiny", messages=[{"role": "user", "content": PROMPT}], max_tokens=8, temperature=0
         )
         assert answer.choices[0].message.content == expected
-    assert main(["serve", "models:/main.tunekit.sft-lora-tiny/9", "--tracking-uri", server.uri]) == 1
+    assert main(["serve", "models:/main.tunekit.sft-lora-tiny/9", "--tracking-uri", server.uri]) == 2
     assert "models:/main.tunekit.sft-lora-tiny/9: cannot fetch it from the MLflow registry" in capsys.readouterr().err
 
     merged = run_dir.parent / "merged"
@@ -128,7 +128,6 @@ def test_run_logs_to_a_server_and_registers_its_model(
     assert generate(load_trained(local), tokenizer_for(local), [PROMPT], settings) == [expected]
 
 
-@pytest.mark.slow
 def test_server_killed_mid_run_loses_nothing(tiny_run: tuple[Path, list[str]], server: Server, capsys: pytest.CaptureFixture[str]) -> None:
     from mlflow import MlflowClient
 
