@@ -1073,3 +1073,21 @@ def test_every_offline_rule_has_a_failing_and_a_passing_case():
 def test_rule_severities_follow_the_spec():
     warnings = {rule for rule, r in RULES.items() if r.severity == "warning"}
     assert warnings == {"F2", "F4", "F7", "F12", "S2", "S4", "D10", "D11"}
+
+
+def test_default_workers_follow_the_affinity_mask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --workers, the local engine uses the cores this process may run on (a container's
+    limit), not every core of the machine."""
+    import tunekit_data.check as check
+
+    path = tmp_path / "big.jsonl"
+    record = orjson.dumps({"schemaVersion": "bedrock-conversation-2024", "messages": [
+        {"role": "user", "content": [{"text": "q"}]}, {"role": "assistant", "content": [{"text": "a"}]}]})
+    path.write_bytes((record + b"\n") * 200)
+    seen: list[int] = []
+    real = check._ordered
+    monkeypatch.setattr(check, "_ordered", lambda blocks, options, workers: seen.append(workers) or real(blocks, options, workers))
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    summary = run_check([str(path)], CheckConfig(block_size=1024))
+    assert summary.valid == 200 and seen == [3]

@@ -29,6 +29,7 @@ import orjson
 import pyarrow as pa
 
 from tunekit_data.blockcheck import BlockResult, BlockStats, check_block
+from tunekit_data.convert.parallel import available_cores
 from tunekit_data.errors import InputError, UsageError
 from tunekit_data.formats import Options
 from tunekit_data.jsonline import is_blank, parse_line
@@ -319,7 +320,7 @@ Engine = Callable[[list[Source], Options, "CheckConfig"], Verdicts]
 
 def _local_engine(sources: list[Source], options: Options, config: CheckConfig) -> Verdicts:
     """Blocks checked on this machine's threads (``_ordered``)."""
-    workers = config.workers or os.cpu_count() or 1
+    workers = config.workers or available_cores()  # the affinity mask: containers narrow it
     if sum(s.size() or 0 for s in sources) < 2 * config.block_size:
         workers = 1  # starting worker threads costs more than checking a small input
 
