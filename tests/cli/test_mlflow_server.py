@@ -12,11 +12,11 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from tests.conftest import free_port
+from tests.serve.conftest import serving
 
 from tunekit_cli.train import main
 from tunekit_train.logs import read_events, read_metrics
@@ -51,21 +51,6 @@ class Server:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)  # the server's uvicorn worker is a child process
             self.process.wait()
-
-
-@contextmanager
-def serving(args: list[str], log: Path) -> Iterator[str]:
-    """`train serve ARGS` in a subprocess on a free port; yields its URL."""
-    command = [sys.executable, "-m", "tunekit_cli.train", "serve", *args, "--port", "0", "--json"]
-    with log.open("w") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    try:
-        line = process.stdout.readline() if process.stdout else ""
-        assert line, log.read_text()[-2000:]
-        yield json.loads(line)["url"]
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +93,10 @@ def test_run_logs_to_a_server_and_registers_its_model(
     assert generate(load_trained(local), tokenizer_for(local), [PROMPT], settings) == [expected]
 
     # `train serve` takes the registered version by its models:/ URI and answers as `train generate` does.
-    with serving(["models:/main.tunekit.sft-lora-tiny/1", "--tracking-uri", server.uri], run_dir.parent / "serve.log") as url:
+    with serving(["models:/main.tunekit.sft-lora-tiny/1", "--tracking-uri", server.uri], run_dir.parent / "serve.log") as running:
         from openai import OpenAI
 
-        client = OpenAI(base_url=f"{url}/v1", api_key="unused")
+        client = OpenAI(base_url=f"{running.url}/v1", api_key="unused")
         assert [m.id for m in client.models.list().data] == ["main.tunekit.sft-lora-tiny"]
         answer = client.chat.completions.create(
             model="main.tunekit.sft-lora-tiny", messages=[{"role": "user", "content": PROMPT}], max_tokens=8, temperature=0

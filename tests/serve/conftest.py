@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,15 +90,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     return Runs(root / "run-a", b)
 
 
-@pytest.fixture(scope="session")
-def served(runs: Runs) -> Iterator[Served]:
-    """`train serve run-a main.team.run-b=run-b` with an API key, small token and body limits (b's id is
-    dotted, as registered Unity Catalog names are, and peft adapter names cannot be)."""
+@contextmanager
+def serving(args: list[str], log: Path) -> Iterator[Served]:
+    """`train serve ARGS --port 0 --json` in a subprocess, stderr to ``log``; yields it once it serves."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "tunekit_cli.train", "serve", str(runs.a), f"{B_ID}={runs.b}", "--port", "0", "--json",
-               "--api-key", API_KEY, "--max-tokens-limit", "64", "--max-body-bytes", "4096"]  # fmt: skip
-    log = runs.a.parent / "serve.log"  # a file, not a pipe: a pipe nobody reads would block the server once full
-    with log.open("w") as stderr:
+    command = [sys.executable, "-m", "tunekit_cli.train", "serve", *args, "--port", "0", "--json"]
+    with log.open("w") as stderr:  # a file, not a pipe: a pipe nobody reads would block the server once full
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
     line: list[str] = []
     reader = threading.Thread(target=lambda: line.append(process.stdout.readline()), daemon=True)
@@ -108,6 +106,17 @@ def served(runs: Runs) -> Iterator[Served]:
         process.wait()
         pytest.fail(f"train serve did not start: {log.read_text()[-2000:]}")
     info = json.loads(line[0])
-    yield Served(info["url"], info, process)
-    process.terminate()
-    process.wait(timeout=30)
+    try:
+        yield Served(info["url"], info, process)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def served(runs: Runs) -> Iterator[Served]:
+    """`train serve run-a main.team.run-b=run-b` with an API key, small token and body limits (b's id is
+    dotted, as registered Unity Catalog names are, and peft adapter names cannot be)."""
+    args = [str(runs.a), f"{B_ID}={runs.b}", "--api-key", API_KEY, "--max-tokens-limit", "64", "--max-body-bytes", "4096"]
+    with serving(args, runs.a.parent / "serve.log") as running:
+        yield running
