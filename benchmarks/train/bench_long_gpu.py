@@ -62,7 +62,7 @@ def point(length: int, steps: int, warmup: int, precision: str, compile_layers_:
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from tunekit_train.attention import flattens_rows, resolve_backend
+    from tunekit_train.attention import flattens_rows, register_segment_sdpa, resolve_backend
     from tunekit_train.checkpointing import checkpoint_layers, compile_layers
     from tunekit_train.data import collate
     from tunekit_train.losses import causal_lm_loss
@@ -70,6 +70,7 @@ def point(length: int, steps: int, warmup: int, precision: str, compile_layers_:
 
     device = torch.device("cuda")
     backend = resolve_backend("auto", device)
+    register_segment_sdpa()
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(LlamaConfig(**MODEL), attn_implementation=backend, dtype=torch.float32)
     store_weights(model, precision, device)

@@ -11,18 +11,19 @@ import pytest
 import torch
 
 from tunekit_data.errors import InputError
-from tunekit_train.attention import attention_kwargs, block_causal_mask
+from tunekit_train.attention import SEGMENT_SDPA, attention_kwargs, block_causal_mask, flattens_rows, register_segment_sdpa
 from tunekit_train.data import BatchStream, collate, load_packed
 from tunekit_train.losses import causal_lm_loss
 
 from .conftest import TINY_LLAMA, row_columns, sft_sequences, write_packed
 
 
-def _model(backend: str) -> torch.nn.Module:
+def _model(backend: str, **config: int) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM, LlamaConfig
 
+    register_segment_sdpa()
     torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(LlamaConfig(**TINY_LLAMA), attn_implementation=backend, dtype=torch.float32)
+    return AutoModelForCausalLM.from_config(LlamaConfig(**{**TINY_LLAMA, **config}), attn_implementation=backend, dtype=torch.float32)
 
 
 def _loss_and_grads(model: torch.nn.Module, batches: list, backend: str) -> tuple[float, list[torch.Tensor]]:
@@ -35,15 +36,16 @@ def _loss_and_grads(model: torch.nn.Module, batches: list, backend: str) -> tupl
     return total, [p.grad.clone() for p in model.parameters()]
 
 
-@pytest.mark.parametrize("backend", ["sdpa", "eager"])
-def test_packed_equals_unpacked_loss_and_gradients(backend: str) -> None:
-    model = _model(backend)
+@pytest.mark.parametrize(("backend", "kv_heads"), [("sdpa", None), ("eager", None), (SEGMENT_SDPA, None), (SEGMENT_SDPA, 1)])
+def test_packed_equals_unpacked_loss_and_gradients(backend: str, kv_heads: int | None) -> None:
+    shape = {"num_key_value_heads": kv_heads} if kv_heads else {}
     seqs = sft_sequences(7, seed=3, lengths=(2, 30))
-    # Two packed rows of different lengths in one micro-batch (so the shorter one is padded).
-    packed = [collate([row_columns(seqs[:4]), row_columns(seqs[4:])], flatten=False)]
+    # Two packed rows of different lengths in one micro-batch (padded, or flattened into one row for the
+    # per-segment backend), against each sequence alone through plain causal SDPA (same seeded weights).
+    packed = [collate([row_columns(seqs[:4]), row_columns(seqs[4:])], flatten=flattens_rows(backend))]
     alone = [collate([row_columns([s])], flatten=False) for s in seqs]
-    loss_packed, grads_packed = _loss_and_grads(model, packed, backend)
-    loss_alone, grads_alone = _loss_and_grads(model, alone, backend)
+    loss_packed, grads_packed = _loss_and_grads(_model(backend, **shape), packed, backend)
+    loss_alone, grads_alone = _loss_and_grads(_model("sdpa", **shape), alone, "sdpa")
     # The losses are token sums (~300) in float32, whose spacing there is 3e-5: compare relatively.
     assert loss_packed == pytest.approx(loss_alone, rel=1e-6)
     for a, b in zip(grads_packed, grads_alone, strict=True):

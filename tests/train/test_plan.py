@@ -101,11 +101,15 @@ def test_recipe_keys_validate_and_gradient_checkpointing_is_the_alias() -> None:
 def test_train_plan_json(capsys: pytest.CaptureFixture[str], recipe_file: Callable[..., Path]) -> None:
     assert main(["plan", str(recipe_file()), "--device", "cpu", "--gpu-memory", "8GB", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert set(info["terms"]) == {"weights", "gradients", "optimizer_state", "activations", "attention_mask", "loss_buffers"}
+    # The default backend on CPU (per-segment SDPA) builds no mask; SDPA with a block-diagonal mask does.
+    assert set(info["terms"]) == {"weights", "gradients", "optimizer_state", "activations", "loss_buffers"}
     assert info["params_total"] == info["params_trainable"] > 0 and info["fits"] is True and info["budget"] == 8 * 10**9
     assert info["total"] == sum(info["terms"].values()) and info["steps_per_epoch"] >= 1
     assert info["activations_with_checkpointing"] > 0 and info["activations_without_checkpointing"] > 0
     assert info["tokens_per_step"] == 4 * 64 and info["remedy"] is None
+    assert main(["plan", str(recipe_file("training_config.attn_implementation=sdpa")), "--device", "cpu", "--json"]) == 0
+    masked = json.loads(capsys.readouterr().out)
+    assert masked["terms"]["attention_mask"] == 2 * 64**2 * 4  # a float32 [64, 64] mask per row, micro_batch_size 2
 
 
 def test_train_run_refuses_a_recipe_that_does_not_fit(capsys: pytest.CaptureFixture[str], recipe_file: Callable[..., Path], tmp_path: Path) -> None:

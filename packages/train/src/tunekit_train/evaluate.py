@@ -34,6 +34,7 @@ from tunekit_train.generate import (
     tokenizer_for,
 )
 from tunekit_train.logs import STATE_FILE, append_event, write_json_atomic
+from tunekit_train.losses import DEFAULT_CHUNK, head_inputs
 from tunekit_train.serve.models import pack_settings, trained_template
 
 EVAL_FILE = "eval.json"
@@ -101,11 +102,16 @@ def teacher_forced(model: nn.Module, item: EvalItem, device: torch.device) -> tu
     """Summed cross-entropy, trained-token count and correct argmax predictions of one example."""
     ids = torch.tensor([item.input_ids], device=device)
     labels = torch.tensor(item.labels[1:], device=device)  # the model predicts token t+1 from position t
-    logits = model(input_ids=ids).logits[0, :-1].float()
     trained = labels != -100
-    loss = nn.functional.cross_entropy(logits[trained], labels[trained], reduction="sum")
-    correct = (logits[trained].argmax(-1) == labels[trained]).sum()
-    return float(loss), int(trained.sum()), int(correct)
+    # Only the trained positions go through the head, a chunk at a time, as in training: a long example's
+    # [length, vocab] float32 logits would not fit.
+    hidden, head = head_inputs(model, {"input_ids": ids}, nn.functional.pad(trained, (0, 1), value=False)[None])
+    loss = correct = 0.0
+    for h, t in zip(hidden.split(DEFAULT_CHUNK), labels[trained].split(DEFAULT_CHUNK), strict=True):
+        logits = head(h).float()
+        loss += float(nn.functional.cross_entropy(logits, t, reduction="sum"))
+        correct += int((logits.argmax(-1) == t).sum())
+    return loss, int(trained.sum()), int(correct)
 
 
 def evaluate_run(

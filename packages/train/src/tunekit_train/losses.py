@@ -40,7 +40,14 @@ def trained_hidden(model: nn.Module, batch: Batch, backend: Backend) -> tuple[to
     run as in any forward. Rows are taken in order, so the i-th hidden state predicts the i-th label.
     """
     trained = batch.labels[:, 1:] != IGNORE
-    keep = F.pad(trained, (0, 1), value=False)
+    dtype = next(model.parameters()).dtype
+    hidden, head = head_inputs(model, batch.model_inputs(backend, dtype), F.pad(trained, (0, 1), value=False))
+    return hidden, head, batch.labels[:, 1:][trained]
+
+
+def head_inputs(model: nn.Module, inputs: dict[str, Any], keep: torch.Tensor) -> tuple[torch.Tensor, nn.Module]:
+    """The final hidden states ``[n, hidden]`` at the ``keep`` positions (``[batch, L]`` bool) of a forward
+    with ``inputs``, and the output head, without computing any logits (see `trained_hidden`)."""
     head = output_head(model)
     captured: dict[str, torch.Tensor] = {}
 
@@ -50,11 +57,10 @@ def trained_hidden(model: nn.Module, batch: Batch, backend: Backend) -> tuple[to
 
     handle = head.register_forward_pre_hook(capture)
     try:
-        dtype = next(model.parameters()).dtype
-        model(**batch.model_inputs(backend, dtype), logits_to_keep=keep, use_cache=False)
+        model(**inputs, logits_to_keep=keep, use_cache=False)
     finally:
         handle.remove()
-    return captured["hidden"].reshape(-1, captured["hidden"].shape[-1]), head, batch.labels[:, 1:][trained]
+    return captured["hidden"].reshape(-1, captured["hidden"].shape[-1]), head
 
 
 def output_head(model: nn.Module) -> nn.Module:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from tunekit_data.errors import InputError
-from tunekit_train.attention import Backend
+from tunekit_train.attention import SEGMENT_SDPA, Backend, register_segment_sdpa
 from tunekit_train.recipe import TrainingConfig
 
 WEIGHT_FILES = (
@@ -78,6 +78,8 @@ def load_model(path: str | Path, *, backend: Backend, seed: int) -> tuple[nn.Mod
     if not (root / "config.json").is_file():
         msg = f"{root}: not a Hugging Face model directory (no config.json)"
         raise InputError(msg)
+    if backend == SEGMENT_SDPA:
+        register_segment_sdpa()
     kwargs: dict[str, Any] = {"attn_implementation": backend, "dtype": torch.float32}
     auto = model_class(root)
     if has_weights(root):

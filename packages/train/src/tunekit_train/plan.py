@@ -13,8 +13,8 @@ processes; DDP keeps them whole and adds its gradient buckets):
   outputs, q/k/v with their rotary inputs, attention output, the MLP's gate, up, activation and product),
   for every layer without checkpointing; with it, one ``hidden``-wide input per layer plus one layer's
   full set and its gradients while it is recomputed. Plus the embeddings' and final norm's outputs, the gradient of the
-  hidden states in flight, and SDPA's or eager's block-causal mask (``L^2`` per row: flash-attention
-  and flex-attention build none);
+  hidden states in flight, and SDPA's or eager's block-causal mask (``L^2`` per row: flash-attention,
+  per-segment SDPA and flex-attention build none);
 - loss buffers: one chunk of float32 logits with its softmax and gradient, and the head's float32
   gradient accumulator (`tunekit_train.losses`).
 
@@ -235,7 +235,7 @@ def remedy(plan: Plan, config: TrainingConfig) -> str:
         "activations": "training_config.activation_checkpointing: true"
         if not plan.activation_checkpointing
         else "a smaller training_config.max_length or micro_batch_size",
-        "attention_mask": "training_config.attn_implementation: flash_attention_2 (or flex_attention), which build no mask",
+        "attention_mask": "training_config.attn_implementation: auto (sdpa_varlen or flash_attention_2), which builds no mask",
         "loss_buffers": "a smaller training_config.loss_chunk_tokens",
         "weights": "training_config.precision: bf16 (a bf16 frozen base)" if lora else "training_config.strategy: fsdp over more processes, or training_config.model.peft.peft_scheme: lora",
         "gradients": "training_config.model.peft.peft_scheme: lora, or training_config.strategy: fsdp over more processes",

@@ -383,8 +383,9 @@ class TrainingConfig(_Section):
     top_p 0.95) and logged to events.jsonl and TensorBoard."""
     seed: int = 0
     """Seed of the data order, dropout and (for config-only models) the weight init."""
-    attn_implementation: Literal["auto", "sdpa", "eager", "flex_attention", "flash_attention_2"] = "auto"
-    """Packed attention backend; auto is varlen flash-attention on GPU when installed, SDPA otherwise."""
+    attn_implementation: Literal["auto", "sdpa_varlen", "sdpa", "eager", "flex_attention", "flash_attention_2"] = "auto"
+    """Packed attention backend; auto is varlen flash-attention on GPU when installed, per-segment SDPA
+    (``sdpa_varlen``) otherwise; ``sdpa`` and ``eager`` build a block-diagonal mask (length^2 memory)."""
     strategy: Literal["ddp", "fsdp"] = "ddp"
     """Data parallelism when launched on several processes (``train run --nproc-per-node``, torchrun, SLURM):
     ``ddp`` keeps a full replica of the model and optimizer on every rank; ``fsdp`` shards parameters,
