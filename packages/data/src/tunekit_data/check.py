@@ -28,7 +28,7 @@ from typing import NamedTuple
 import orjson
 import pyarrow as pa
 
-from tunekit_data.blockcheck import BlockResult, BlockStats, check_block
+from tunekit_data.blockcheck import BlockResult, BlockStats, check_block, check_table
 from tunekit_data.convert.parallel import available_cores
 from tunekit_data.errors import InputError, UsageError
 from tunekit_data.formats import Options
@@ -184,8 +184,11 @@ def detect_format(values: Iterable[object]) -> str | None:
 def _sniff(block: Block | None, limit: int = 200) -> list[object]:
     if block is None:
         return []
+    from tunekit_data.tables import json_lines
     out = []
-    for raw in split_lines(block.data)[: limit * 2]:
+    # a table block's first rows only: its lines are made from its rows on demand
+    data = block.data if block.table is None else json_lines(block.table.slice(0, limit * 2))
+    for raw in split_lines(data)[: limit * 2]:
         if is_blank(raw):
             continue
         value, problem = parse_line(raw)
@@ -327,7 +330,7 @@ def _local_engine(sources: list[Source], options: Options, config: CheckConfig) 
     def verdicts(source: Source, stream: Iterator[Block]) -> Iterator[Verdict]:
         for block, result in _ordered(stream, options, workers):
             finish_block(block, result, options.fmt, config)
-            yield Verdict(result, len(block.data), block.bom, block)
+            yield Verdict(result, block.nbytes, block.bom, block)
 
     return verdicts
 
@@ -340,6 +343,13 @@ def finish_block(block: Block, result: BlockResult, fmt: str, config: CheckConfi
         _run_record_check(config.record_check, fmt, block, result)
 
 
+def check_input_block(block: Block, options: Options) -> BlockResult:
+    """The block checker's verdicts on one block: lines of JSONL, or a table input's rows."""
+    if block.table is not None:
+        return check_table(block.table, block.first_line, options)
+    return check_block(block.data, block.first_line, options, block.newlines)
+
+
 def _ordered(blocks: Iterator[Block], options: Options, workers: int) -> Iterator[tuple[Block, BlockResult]]:
     """Check blocks on ``workers`` threads, yielding results in input order, 2 x workers in flight.
 
@@ -350,12 +360,12 @@ def _ordered(blocks: Iterator[Block], options: Options, workers: int) -> Iterato
     """
     if workers <= 1:
         for block in blocks:
-            yield block, check_block(block.data, block.first_line, options, block.newlines)
+            yield block, check_input_block(block, options)
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ds-check") as pool:
         pending: deque[tuple[Block, Future]] = deque()
         for block in blocks:
-            pending.append((block, pool.submit(check_block, block.data, block.first_line, options, block.newlines)))
+            pending.append((block, pool.submit(check_input_block, block, options)))
             if len(pending) >= 2 * workers:
                 b, fut = pending.popleft()
                 yield b, fut.result()

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from tunekit_data.blockcheck import BlockResult, check_block
-from tunekit_data.check import CheckConfig, CheckSummary, Verdict, Verdicts, _Writers, finish_block, run_check
+from tunekit_data.blockcheck import BlockResult
+from tunekit_data.check import CheckConfig, CheckSummary, Verdict, Verdicts, _Writers, check_input_block, finish_block, run_check
 from tunekit_data.distributed.cluster import cluster_cpus, connect, ordered_tasks
 from tunekit_data.distributed.parts import PartOutputs, part_name
 from tunekit_data.distributed.ranges import (
@@ -52,7 +52,7 @@ def check_range(r: ByteRange, options: Options, config: CheckConfig, parts: dict
     last: Block | None = None
     try:
         for block in range_blocks(r, config.block_size):
-            result = check_block(block.data, block.first_line, options, block.newlines)
+            result = check_input_block(block, options)
             finish_block(block, result, options.fmt, config)
             writers.write_lines(block, result)
             if "valid" in parts:
@@ -60,7 +60,7 @@ def check_range(r: ByteRange, options: Options, config: CheckConfig, parts: dict
             if "rejects" in parts:
                 out.written["rejects"] += result.stats.records - result.stats.valid
             result.media = []  # looked up already; not needed by the driver
-            out.blocks.append((result, len(block.data), block.bom))
+            out.blocks.append((result, block.nbytes, block.bom))
             last = block
         writers.commit()
     except BaseException:

@@ -112,8 +112,7 @@ def _finish_line(file, data: bytes, at: int, size: int) -> bytes:
 
 def lines_through(block: Block) -> int:
     """Lines from the start of its range to the end of ``block`` (its last line may lack a newline)."""
-    assert block.newlines is not None, "range blocks carry their newline offsets"
-    return block.first_line - 1 + len(block.newlines) + (0 if block.data.endswith(b"\n") else 1)
+    return block.first_line - 1 + block.lines
 
 
 def shift(result: BlockResult, lines: int) -> BlockResult:
