@@ -16,7 +16,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from tunekit_data.blockcheck import BlockResult
-from tunekit_data.check import CheckConfig, CheckSummary, Verdict, Verdicts, _Writers, check_input_block, finish_block, run_check
+from tunekit_data.check import (
+    CheckConfig,
+    CheckSummary,
+    Verdict,
+    Verdicts,
+    _Writers,
+    check_input_block,
+    finish_block,
+    run_check,
+)
 from tunekit_data.distributed.cluster import cluster_cpus, connect, ordered_tasks
 from tunekit_data.distributed.parts import PartOutputs, part_name
 from tunekit_data.distributed.ranges import (
