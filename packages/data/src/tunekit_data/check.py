@@ -117,7 +117,9 @@ class DatasetProblem:
 
 @dataclass
 class CheckSummary:
-    """Totals of a check run; the full problem list is in ``spool`` (JSONL, one problem a line)."""
+    """Totals of a check run; the full problem list is in ``spool`` (JSONL, one problem a line; a
+    line holding a number N says that the problems after it count their lines from N lines into
+    their file: read it with ``iter_problems``)."""
 
     files: list[str]
     format: str
@@ -307,12 +309,70 @@ def worker_init() -> None:
 
 class Verdict(NamedTuple):
     """One checked block as the run loop takes it, in input order. ``block`` holds its lines when
-    this process writes the split outputs, and is None where an engine's tasks wrote them."""
+    this process writes the split outputs, and is None where an engine's tasks wrote them. An
+    engine's task may sum up its blocks itself (``Tally``): the run loop then does O(1) work for them."""
 
-    result: BlockResult
+    result: BlockResult | Tally
     nbytes: int
     bom: bool
     block: Block | None
+
+
+def problem_record(source: Source, line: int, problem: Problem) -> dict:
+    """A problem as the spool, ``--errors-out`` and ``--json`` hold it."""
+    record = {"file": source.name, "line": line, **problem.to_dict()}
+    if source.kind != "jsonl":
+        record["unit"] = "row"  # a table's line is its row
+    return record
+
+
+@dataclass
+class Tally:
+    """Blocks checked and summed up where they were checked (a Ray task): the counts, the first
+    ``SAMPLE`` problems, and every problem as spool lines (``problem_record``, JSON), all with line
+    numbers counted from the blocks' own first line; ``shift`` renumbers them when the driver knows
+    how many lines come before."""
+
+    records: int = 0
+    valid: int = 0
+    blank: int = 0
+    warnings: int = 0
+    errors: int = 0
+    by_rule: Counter = field(default_factory=Counter)
+    sample: list[dict] = field(default_factory=list)
+    problems: bytearray = field(default_factory=bytearray)
+    stats: BlockStats = field(default_factory=BlockStats)
+    lines: int = 0  # added to every line number (``shift``)
+
+    def add(self, source: Source, result: BlockResult) -> None:
+        """Sum up one more block's verdicts."""
+        self.records += result.stats.records
+        self.valid += result.stats.valid
+        self.blank += int(result.blank.sum())
+        for line, problem in result.problems:
+            record = problem_record(source, line, problem)
+            self.problems += orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+            self.by_rule[problem.rule] += 1
+            if problem.severity == "warning":
+                self.warnings += 1
+            else:
+                self.errors += 1
+            if len(self.sample) < SAMPLE:
+                self.sample.append(record)
+        self.stats.merge(result.stats)
+
+    def shift(self, lines: int) -> Tally:
+        """This tally for blocks that start ``lines`` lines into their file."""
+        self.lines += lines
+        self.stats.buckets = {b: line + lines for b, line in self.stats.buckets.items()}
+        return self
+
+    def records_shifted(self) -> Iterator[dict]:
+        """Every problem record, renumbered."""
+        for raw in self.problems.splitlines():
+            record = orjson.loads(raw)
+            record["line"] += self.lines
+            yield record
 
 
 Verdicts = Callable[[Source, Iterator[Block]], Iterator[Verdict]]
@@ -452,14 +512,15 @@ def _s3_bucket(sources: list[Source]) -> str | None:
 
 def _absorb(summary: CheckSummary, source: Source, verdict: Verdict, spool, writers: _Writers) -> None:
     result = verdict.result
+    if isinstance(result, Tally):
+        _absorb_tally(summary, result, spool, writers)
+        return
     summary.blank += int(result.blank.sum())
     summary.records += result.stats.records
     summary.valid += result.stats.valid
     summary.invalid += result.stats.records - result.stats.valid
     for line, problem in result.problems:
-        record = {"file": source.name, "line": line, **problem.to_dict()}
-        if source.kind != "jsonl":
-            record["unit"] = "row"  # a table's line is its row
+        record = problem_record(source, line, problem)
         spool.write(orjson.dumps(record) + b"\n")
         writers.write_error(record)
         summary.by_rule[problem.rule] += 1
@@ -471,6 +532,27 @@ def _absorb(summary: CheckSummary, source: Source, verdict: Verdict, spool, writ
             summary.sample.append(record)
     if verdict.block is not None:
         writers.write_lines(verdict.block, result)
+
+
+def _absorb_tally(summary: CheckSummary, tally: Tally, spool, writers: _Writers) -> None:
+    """O(1) in the tally's problems: their spool lines are copied whole, after the line count
+    ``iter_problems`` adds to their line numbers; only ``--errors-out`` reads them one by one."""
+    summary.blank += tally.blank
+    summary.records += tally.records
+    summary.valid += tally.valid
+    summary.invalid += tally.records - tally.valid
+    summary.warnings += tally.warnings
+    summary.errors += tally.errors
+    summary.by_rule.update(tally.by_rule)
+    for record in tally.sample[: SAMPLE - len(summary.sample)]:
+        summary.sample.append({**record, "line": record["line"] + tally.lines})
+    if tally.problems:
+        spool.write(b"%d\n" % tally.lines)
+        spool.write(tally.problems)
+        spool.write(b"0\n")
+        if "errors" in writers.files:
+            for record in tally.records_shifted():
+                writers.write_error(record)
 
 
 def _dataset_rules(stats: BlockStats, o: Options, config: CheckConfig) -> list[DatasetProblem]:
@@ -499,9 +581,16 @@ def iter_problems(summary: CheckSummary) -> Iterator[dict]:
     """Every record-level problem of a finished run, in input order, read back from the spool."""
     if summary.spool is None:
         return
+    lines = 0
     with summary.spool.open("rb") as f:
-        for line in f:
-            yield orjson.loads(line)
+        for raw in f:
+            record = orjson.loads(raw)
+            if type(record) is int:  # the line count before the records that follow (``_absorb_tally``)
+                lines = record
+                continue
+            if lines:
+                record["line"] += lines
+            yield record
 
 
 def validate_values(values: list[dict], *, fmt: str, profile: str = "nova-lite-1", platform: str = "sagemaker") -> list[list[Problem]]:

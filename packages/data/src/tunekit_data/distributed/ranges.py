@@ -4,7 +4,7 @@ A range ``[start, stop)`` of a file owns the lines whose first byte lies in it: 
 ``start - 1``, skips to the end of the line there (it belongs to the range before), and reads on
 past ``stop`` to the end of its last line. So every line of the file is read by exactly one range,
 whatever the cut points, and no task needs another's bytes. Line numbers in a range count from 1;
-the driver, which sees the ranges in order, adds the lines of the ranges before (``shift``).
+the driver, which sees the ranges in order, adds the lines of the ranges before (``check.Tally.shift``).
 
 Compressed files and standard input cannot be entered in the middle: one range covers them whole
 (``stop`` None). Local paths must be on storage every node sees (a shared mount); ``s3://``
@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tunekit_data import storage
-from tunekit_data.blockcheck import BlockResult
 from tunekit_data.errors import InputError, UsageError
 from tunekit_data.reader import BOM, Block, Source, iter_blocks, newline_offsets
 
@@ -113,12 +112,3 @@ def _finish_line(file, data: bytes, at: int, size: int) -> bytes:
 def lines_through(block: Block) -> int:
     """Lines from the start of its range to the end of ``block`` (its last line may lack a newline)."""
     return block.first_line - 1 + block.lines
-
-
-def shift(result: BlockResult, lines: int) -> BlockResult:
-    """``result`` renumbered for a range that starts ``lines`` lines into its file."""
-    if lines:
-        result.first_line += lines
-        result.problems = [(line + lines, p) for line, p in result.problems]
-        result.stats.buckets = {b: line + lines for b, line in result.stats.buckets.items()}
-    return result
