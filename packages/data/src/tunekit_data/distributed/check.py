@@ -26,15 +26,14 @@ from tunekit_data.check import (
     check_input_block,
     finish_block,
     run_check,
-    worker_init,
 )
 from tunekit_data.distributed.cluster import cluster_cpus, connect, ordered_tasks
 from tunekit_data.distributed.parts import PartOutputs, part_name
 from tunekit_data.distributed.ranges import (
-    DEFAULT_RANGE_SIZE,
     ByteRange,
     lines_through,
     range_blocks,
+    range_size_for,
     split_ranges,
 )
 from tunekit_data.errors import UsageError
@@ -62,7 +61,6 @@ class RangeChecked:
 def check_range(r: ByteRange, options: Options, config: CheckConfig, parts: dict[str, str]) -> RangeChecked:
     """Check the lines of ``r`` (the task body); ``parts`` maps ``valid`` / ``rejects`` to this
     range's part URIs."""
-    worker_init()  # as in a `ds` process: pyarrow's pandas probe costs each worker ~1 s otherwise
     writers = _Writers(parts.get("valid"), parts.get("rejects"), None)
     out = RangeChecked(written=dict.fromkeys(parts, 0))
     source = Source(r.source, r.kind)
@@ -92,11 +90,12 @@ def check_range(r: ByteRange, options: Options, config: CheckConfig, parts: dict
 class RayCheck:
     """A ``check.Engine`` that hands byte ranges to Ray tasks (see the module docstring)."""
 
-    def __init__(self, ray, outputs: dict[str, PartOutputs], range_size: int) -> None:
+    def __init__(self, ray, outputs: dict[str, PartOutputs], range_size: int | None) -> None:
         self.ray, self.outputs, self.range_size = ray, outputs, range_size
 
     def __call__(self, sources: list[Source], options: Options, config: CheckConfig) -> Verdicts:
-        per_source = [split_ranges([s], self.range_size) for s in sources]
+        size = self.range_size or range_size_for(sum(s.size() or 0 for s in sources), cluster_cpus(self.ray))
+        per_source = [split_ranges([s], size) for s in sources]
         ranges = [r for rs in per_source for r in rs]
         task_config = CheckConfig(
             config.fmt, config.profile, config.platform, config.dataset_uri, config.max_invalid_percent,
@@ -131,10 +130,11 @@ def run_check_ray(
     rejects_out: str | None = None,
     errors_out: str | None = None,
     on_progress: Callable[[int], None] | None = None,
-    range_size: int = DEFAULT_RANGE_SIZE,
+    range_size: int | None = None,
 ) -> CheckSummary:
     """``run_check`` on a Ray cluster: the same summary; ``valid_out`` / ``rejects_out`` are folders
-    or ``s3://`` prefixes of parts with a manifest (``parts``). Raises UsageError / InputError."""
+    or ``s3://`` prefixes of parts with a manifest (``parts``); ``range_size`` is the bytes per task
+    (None: ``ranges.range_size_for`` the input and the cluster). Raises UsageError / InputError."""
     if config.record_check is not None:
         msg = "--tokenizer counts tokens on the local engine only; run it without --engine ray"
         raise UsageError(msg)

@@ -21,6 +21,8 @@ from tunekit_data.errors import InputError, UsageError
 from tunekit_data.reader import BOM, Block, Source, iter_blocks, newline_offsets
 
 DEFAULT_RANGE_SIZE = 64 << 20  # per task: seconds of work, so scheduling costs stay a small share
+MIN_RANGE_SIZE = 8 << 20
+TASKS_PER_CPU = 4
 _TAIL_READ = 1 << 20  # bytes read at a time past ``stop`` to finish the last line
 _WHOLE = (".gz", ".zst")
 
@@ -51,6 +53,13 @@ def split_ranges(sources: list[Source], range_size: int) -> list[ByteRange]:
         size = source.size() or 0
         out.extend(ByteRange(source.name, a, min(a + range_size, size)) for a in range(0, max(size, 1), range_size))
     return out
+
+
+def range_size_for(total: int, cpus: int) -> int:
+    """``DEFAULT_RANGE_SIZE``, or less for an input too small to give each of ``cpus`` CPUs
+    ``TASKS_PER_CPU`` ranges (so that no CPU idles while another checks the last large range),
+    but never under ``MIN_RANGE_SIZE``."""
+    return max(MIN_RANGE_SIZE, min(DEFAULT_RANGE_SIZE, total // (TASKS_PER_CPU * cpus)))
 
 
 def range_blocks(r: ByteRange, block_size: int) -> Iterator[Block]:
