@@ -211,7 +211,7 @@ def per_task_mb_s(path: str, tasks: int) -> float:
     from tunekit_data.distributed.check import check_range
     from tunekit_data.distributed.ranges import DEFAULT_RANGE_SIZE, split_ranges
 
-    worker_init()  # as every Ray worker runs it (``cluster.WORKER_SETUP``)
+    worker_init()  # as every Ray task runs it
     rate: list[float] = []
 
     def engine(sources: Any, options: Any, config: Any) -> Any:

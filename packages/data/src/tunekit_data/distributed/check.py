@@ -26,6 +26,7 @@ from tunekit_data.check import (
     check_input_block,
     finish_block,
     run_check,
+    worker_init,
 )
 from tunekit_data.distributed.cluster import cluster_cpus, connect, ordered_tasks
 from tunekit_data.distributed.parts import PartOutputs, part_name
@@ -61,6 +62,9 @@ class RangeChecked:
 def check_range(r: ByteRange, options: Options, config: CheckConfig, parts: dict[str, str]) -> RangeChecked:
     """Check the lines of ``r`` (the task body); ``parts`` maps ``valid`` / ``rejects`` to this
     range's part URIs."""
+    # As in a `ds` process (no pandas probe: ~1 s of a worker's first task otherwise). Not Ray's
+    # worker_process_setup_hook: a runtime env delayed every worker's start by seconds (measured).
+    worker_init()
     writers = _Writers(parts.get("valid"), parts.get("rejects"), None)
     out = RangeChecked(written=dict.fromkeys(parts, 0))
     source = Source(r.source, r.kind)

@@ -24,7 +24,6 @@ from tunekit_data.errors import InputError, TunekitError
 
 MAX_RETRIES = 3
 CONNECT_TIMEOUT = 5.0  # seconds to reach a head node before calling it dead
-WORKER_SETUP = "tunekit_data.check.worker_init"
 _FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_MAX_ATTEMPTS")
 
 
@@ -52,9 +51,7 @@ def connect(address: str | None) -> Any:
     try:
         ray.init(
             address=address,
-            # Each worker process prepares itself as a `ds` process does (no pandas probe: ~1 s of
-            # a worker's first task otherwise; jemalloc), once, before its first task.
-            runtime_env={"worker_process_setup_hook": WORKER_SETUP, **({"env_vars": env} if env else {})},
+            runtime_env={"env_vars": env} if env else None,
             include_dashboard=False,
             log_to_driver=False,
             logging_level="ERROR",
