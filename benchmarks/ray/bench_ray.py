@@ -9,6 +9,8 @@ process of its own, the machine's CPUs the same for every point:
   ``connect s`` (joining the running cluster) is reported apart from ``check s`` (the job), since a
   user's cluster is already running; the overhead is ``check s`` over the local engine's.
   Every Ray point's report must equal the local one (timings aside), or the run fails.
+  ``daemons cpu s``: CPU seconds the cluster's own processes (GCS, raylets, agents; not the
+  workers) used during the job, read from /proc.
 - per task: one ``check_range`` task body timed alone (MB/s on one core) and the driver's CPU
   seconds per GB during the Ray job; the projection to N nodes of C CPUs is the larger of the tasks'
   share (bytes / (N x C x per-task MB/s)) and the driver's serial merge, which is what stops the
@@ -72,8 +74,9 @@ def report(summary: Any) -> dict[str, Any]:
 
 def child(point: str, address: str | None, paths: list[str]) -> dict[str, Any]:
     """One point, in this process."""
-    from tunekit_data.check import CheckConfig, run_check
+    from tunekit_data.check import CheckConfig, run_check, worker_init
 
+    worker_init()  # as the `ds` command does before any check (no pandas probe, jemalloc)
     out: dict[str, Any] = {"point": point}
     cpu0 = time.process_time()
     if address is None:
@@ -95,9 +98,9 @@ def child(point: str, address: str | None, paths: list[str]) -> dict[str, Any]:
 
 
 def run_child(
-    point: str, address: str | None, paths: list[str], env: dict[str, str] | None = None
+    point: str, address: str | None, paths: list[str], env: dict[str, str] | None = None, extra: tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    args = [sys.executable, __file__, "--child", point, address or "-", *paths]
+    args = [sys.executable, __file__, "--child", point, address or "-", *paths, *extra]
     done = subprocess.run(args, stdout=subprocess.PIPE, text=True, check=True, env=env)
     return json.loads(done.stdout)
 
@@ -123,10 +126,40 @@ def _cluster_cpus(address: str, env: dict[str, str]) -> int:
     return int(done.stdout.strip() or 0) if done.returncode == 0 else 0
 
 
+def _proc_stat(pid: int) -> tuple[int, float, str] | None:
+    """(parent pid, own CPU seconds, command line) of a live process, from /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), cmd
+
+
+def daemon_cpu_s(roots: list[int]) -> float:
+    """CPU seconds the Ray daemons under ``roots`` (the ``ray start`` processes) used so far: GCS,
+    raylets, agents, not the worker processes (``ray::`` tasks and idle workers)."""
+    procs = {int(p.name): st for p in Path("/proc").iterdir() if p.name.isdigit() and (st := _proc_stat(int(p.name)))}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    total, stack = 0.0, list(roots)
+    while stack:
+        pid = stack.pop()
+        stack.extend(children.get(pid, []))
+        if pid in procs:
+            _, cpu, cmd = procs[pid]
+            worker = cmd.startswith("ray::") and not cmd.split()[0].endswith("Agent")
+            total += 0.0 if worker else cpu
+    return total
+
+
 @contextlib.contextmanager
-def cluster(cpus_per_node: list[int]) -> Iterator[tuple[str, dict[str, str]]]:
-    """A local Ray cluster of ``len(cpus_per_node)`` nodes (head first); yields its address and the
-    environment (auth token) its drivers need. Every node is stopped at the end."""
+def cluster(cpus_per_node: list[int]) -> Iterator[tuple[str, dict[str, str], list[int]]]:
+    """A local Ray cluster of ``len(cpus_per_node)`` nodes (head first); yields its address, the
+    environment (auth token) its drivers need and the nodes' process ids. Every node is stopped at
+    the end."""
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     port = _free_port()
     address = f"127.0.0.1:{port}"
@@ -154,7 +187,7 @@ def cluster(cpus_per_node: list[int]) -> Iterator[tuple[str, dict[str, str]]]:
             time.sleep(3)
             start(["--address", address], cpus)
         _wait(lambda: _cluster_cpus(address, env) == sum(cpus_per_node), f"{len(cpus_per_node)} node(s)")
-        yield address, env
+        yield address, env, [node.pid for node in nodes]
     finally:
         for node in reversed(nodes):
             with contextlib.suppress(ProcessLookupError):
@@ -174,10 +207,11 @@ def per_task_mb_s(path: str, tasks: int) -> float:
     ``run_check`` hands its engine the sources and the resolved format options; this engine times
     the task body on them in this process, then stops the run.
     """
-    from tunekit_data.check import CheckConfig, run_check
+    from tunekit_data.check import CheckConfig, run_check, worker_init
     from tunekit_data.distributed.check import check_range
     from tunekit_data.distributed.ranges import DEFAULT_RANGE_SIZE, split_ranges
 
+    worker_init()  # as every Ray task runs it
     rate: list[float] = []
 
     def engine(sources: Any, options: Any, config: Any) -> Any:
@@ -211,8 +245,9 @@ def write_tables(valid_jsonl: Path, folder: Path) -> dict[str, str]:
 
 def tables_point(kind: str, path: str) -> dict[str, Any]:
     """``ds check`` of one input kind, reading included."""
-    from tunekit_data.check import CheckConfig, run_check
+    from tunekit_data.check import CheckConfig, run_check, worker_init
 
+    worker_init()
     start = time.perf_counter()
     summary = run_check([path], CheckConfig())
     seconds = time.perf_counter() - start
@@ -235,7 +270,9 @@ def main() -> None:
     a = p.parse_args()
     if a.child:
         point, address, *paths = a.child
-        if point.startswith("tables:"):
+        if point == "per-task":
+            print(json.dumps({"per_task_mb_s": per_task_mb_s(paths[0], a.tasks)}))
+        elif point.startswith("tables:"):
             print(json.dumps(tables_point(point.removeprefix("tables:"), paths[0])))
         else:
             print(json.dumps(child(point, None if address == "-" else address, paths)))
@@ -253,17 +290,18 @@ def main() -> None:
     bench_check.warm(path)
 
     points = [run_child("local", None, [path])]
-    with cluster([cpus]) as (address, env):
-        points.append(run_child("ray 1 node", address, [path], env))
-    with cluster([max(1, cpus // 2), max(1, cpus - cpus // 2)]) as (address, env):
-        points.append(run_child("ray 2 nodes", address, [path], env))
+    for name, nodes in (("ray 1 node", [cpus]), ("ray 2 nodes", [max(1, cpus // 2), max(1, cpus - cpus // 2)])):
+        with cluster(nodes) as (address, env, pids):
+            before = daemon_cpu_s(pids)
+            points.append(run_child(name, address, [path], env))
+            points[-1]["daemons_cpu_s"] = daemon_cpu_s(pids) - before
     local = points[0]
     reports = [point.pop("report") for point in points]
     if any(r != reports[0] for r in reports[1:]):
         msg = "bench_ray: a Ray report differs from the local engine's"
         raise SystemExit(msg)
     print(
-        f"{'point':12} {'connect s':>9} {'check s':>8} {'MB/s':>7} {'vs local':>8} {'driver cpu s':>12}",
+        f"{'point':12} {'connect s':>9} {'check s':>8} {'MB/s':>7} {'vs local':>8} {'driver cpu s':>12} {'daemons cpu s':>13}",
         file=sys.stderr,
     )
     for point in points:
@@ -271,11 +309,11 @@ def main() -> None:
         point["overhead"] = point["check_s"] / local["check_s"] - 1
         print(
             f"{point['point']:12} {point.get('connect_s', 0):9.2f} {point['check_s']:8.2f} {point['mb_per_s']:7.0f} "
-            f"{point['overhead']:+8.1%} {point['driver_cpu_s']:12.2f}",
+            f"{point['overhead']:+8.1%} {point['driver_cpu_s']:12.2f} {point.get('daemons_cpu_s', 0):13.2f}",
             file=sys.stderr,
         )
 
-    task = per_task_mb_s(path, a.tasks)
+    task = run_child("per-task", None, [path], extra=("--tasks", str(a.tasks)))["per_task_mb_s"]  # own process, as a worker
     driver_s_per_gb = points[1]["driver_cpu_s"] / (size_mb / 1000)
     projection = []
     for n in (int(x) for x in a.nodes_projection.split(",")):

@@ -115,3 +115,16 @@ def test_a_dead_cluster_is_one_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in err and "Traceback" not in err
     assert err.count("\n") == 1
+
+
+def test_a_table_input_gets_the_local_report(ray_cluster, tmp_path):
+    """A Parquet file is one task (read whole, by row group): its rows' problems, `unit: row`, counts."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    records = [orjson.loads(_sft(i, "User" if i % 5 == 2 else "user")) | ({"extra": i} if i % 7 == 3 else {}) for i in range(60)]
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_struct_array(pa.array(records)), path, row_group_size=8)
+    expected = _report(run_check([str(path)], CheckConfig()))
+    assert expected["invalid"] > 10 and expected["by_rule"]["S4"] == 9 and {e["unit"] for e in expected["errors"]} == {"row"}
+    assert _report(run_check_ray([str(path)], CheckConfig())) == expected

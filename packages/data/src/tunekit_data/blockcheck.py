@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from tunekit_data import rowtypes
 from tunekit_data.columns import lengths, mask, present
 from tunekit_data.formats import CHECKS, ConverseView, Options
 from tunekit_data.formats.media import S3_URI
@@ -172,8 +173,7 @@ class _Lines:
 def check_block(data: bytes, first_line: int, options: Options, newlines: np.ndarray | None = None) -> BlockResult:
     """Check every line of ``data`` (whole lines, starting at line ``first_line``); ``newlines``,
     when given, are the offsets of its ``\\n`` bytes (``reader.newline_offsets``)."""
-    fmt_name = options.fmt
-    fmt = FORMATS[fmt_name]
+    fmt = FORMATS[options.fmt]
     lines = _Lines(data, newlines)
     n = len(lines)
     res = BlockResult(first_line, n, np.zeros(n, bool), np.zeros(n, bool), [], BlockStats())
@@ -181,6 +181,43 @@ def check_block(data: bytes, first_line: int, options: Options, newlines: np.nda
     per_line: list[tuple[int, Problem]] = []
     _fast_or_split(fmt, lines, 0, n, tables, per_line, res.blank)
     per_line.extend((int(i), _BLANK_LINE) for i in np.flatnonzero(res.blank))
+    return _judged(res, tables, per_line, options)
+
+
+def check_table(table: pa.Table, first_line: int, options: Options) -> BlockResult:
+    """Check the rows of a table input (row ``i`` is line ``first_line + i``) as ``check_block``
+    checks the same records as JSON lines (``tables.json_lines``): the same verdicts, problems and
+    stats, without turning the rows into JSON. The rows ``rowtypes.typed`` cannot vouch for go
+    through the per-line path as their JSON lines, as those lines would in a JSONL file."""
+    fmt = FORMATS[options.fmt]
+    n = table.num_rows
+    res = BlockResult(first_line, n, np.zeros(n, bool), np.zeros(n, bool), [], BlockStats())
+    tables: list[tuple[pa.Table, np.ndarray]] = []
+    per_line: list[tuple[int, Problem]] = []
+    from tunekit_data.tables import json_lines  # reading tables is not the block checker's concern
+
+    block, odd = rowtypes.typed(fmt, table)
+    rows = np.flatnonzero(~odd)
+    if len(rows):
+        unknown = table.select(list(unknown_columns(fmt, table.schema)))
+        # a row's JSON line holds its keys in column order: the order its unknown keys are reported in
+        _top_level_unknowns(fmt, unknown if len(rows) == n else unknown.take(rows), rows, per_line, None)
+        tables.append((block if len(rows) == n else block.take(rows), rows))
+    if len(rows) < n:
+        odd_rows = np.flatnonzero(odd)
+        lines = _Lines(json_lines(table.take(odd_rows)))
+        found: list[tuple[int, Problem]] = []
+        start = len(tables)
+        _slow(fmt, lines, 0, len(lines), tables, found, np.zeros(len(lines), bool))
+        per_line.extend((int(odd_rows[i]), p) for i, p in found)
+        tables[start:] = [(t, odd_rows[idx]) for t, idx in tables[start:]]
+    return _judged(res, tables, per_line, options)
+
+
+def _judged(res: BlockResult, tables: list[tuple[pa.Table, np.ndarray]], per_line: list[tuple[int, Problem]], options: Options) -> BlockResult:
+    """``res`` completed: the vectorized checks run over the typed rows ``tables`` (with their line
+    indices), their problems joined to ``per_line``'s, the verdicts and stats counted."""
+    fmt_name, n, first_line = options.fmt, res.n_lines, res.first_line
     merged = _merged(tables)
     tables.clear()  # the reader's multi-chunk tables: only their combined copies stay alive
     for table, idx in merged:
@@ -388,16 +425,17 @@ def _unknowns_valid(fmt, table: pa.Table) -> bool:
     return True
 
 
-def _top_level_unknowns(fmt, table: pa.Table, rows: np.ndarray, per_line, lines: _Lines) -> None:
+def _top_level_unknowns(fmt, table: pa.Table, rows: np.ndarray, per_line, lines: _Lines | None) -> None:
     """Report the unknown top-level keys of the typed rows, a line's keys in the order the line
-    holds them (as the per-line walk does), not in the order the reader met them in the range."""
+    holds them (as the per-line walk does), not in the order the reader met them in the range
+    (``lines`` None: a table input's rows, whose JSON lines hold them in column order)."""
     found: dict[int, list[str]] = {}
     for name in unknown_columns(fmt, table.schema):
         has = present(table.column(name).combine_chunks())
         for r in np.flatnonzero(has):
             found.setdefault(int(rows[r]), []).append(name)
     for line, names in found.items():
-        if len(names) > 1:
+        if len(names) > 1 and lines is not None:
             try:
                 order = {key: k for k, key in enumerate(orjson.loads(lines.raw(line)))}
             except orjson.JSONDecodeError:

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import orjson
 import pyarrow as pa
 
-from tunekit_data.blockcheck import BlockResult, BlockStats, check_block
+from tunekit_data.blockcheck import BlockResult, BlockStats, check_block, check_table
 from tunekit_data.convert.parallel import available_cores
 from tunekit_data.errors import InputError, UsageError
 from tunekit_data.formats import Options
@@ -117,7 +117,9 @@ class DatasetProblem:
 
 @dataclass
 class CheckSummary:
-    """Totals of a check run; the full problem list is in ``spool`` (JSONL, one problem a line)."""
+    """Totals of a check run; the full problem list is in ``spool`` (JSONL, one problem a line; a
+    line holding a number N says that the problems after it count their lines from N lines into
+    their file: read it with ``iter_problems``)."""
 
     files: list[str]
     format: str
@@ -184,8 +186,11 @@ def detect_format(values: Iterable[object]) -> str | None:
 def _sniff(block: Block | None, limit: int = 200) -> list[object]:
     if block is None:
         return []
+    from tunekit_data.tables import json_lines
     out = []
-    for raw in split_lines(block.data)[: limit * 2]:
+    # a table block's first rows only: its lines are made from its rows on demand
+    data = block.data if block.table is None else json_lines(block.table.slice(0, limit * 2))
+    for raw in split_lines(data)[: limit * 2]:
         if is_blank(raw):
             continue
         value, problem = parse_line(raw)
@@ -304,12 +309,70 @@ def worker_init() -> None:
 
 class Verdict(NamedTuple):
     """One checked block as the run loop takes it, in input order. ``block`` holds its lines when
-    this process writes the split outputs, and is None where an engine's tasks wrote them."""
+    this process writes the split outputs, and is None where an engine's tasks wrote them. An
+    engine's task may sum up its blocks itself (``Tally``): the run loop then does O(1) work for them."""
 
-    result: BlockResult
+    result: BlockResult | Tally
     nbytes: int
     bom: bool
     block: Block | None
+
+
+def problem_record(source: Source, line: int, problem: Problem) -> dict:
+    """A problem as the spool, ``--errors-out`` and ``--json`` hold it."""
+    record = {"file": source.name, "line": line, **problem.to_dict()}
+    if source.kind != "jsonl":
+        record["unit"] = "row"  # a table's line is its row
+    return record
+
+
+@dataclass
+class Tally:
+    """Blocks checked and summed up where they were checked (a Ray task): the counts, the first
+    ``SAMPLE`` problems, and every problem as spool lines (``problem_record``, JSON), all with line
+    numbers counted from the blocks' own first line; ``shift`` renumbers them when the driver knows
+    how many lines come before."""
+
+    records: int = 0
+    valid: int = 0
+    blank: int = 0
+    warnings: int = 0
+    errors: int = 0
+    by_rule: Counter = field(default_factory=Counter)
+    sample: list[dict] = field(default_factory=list)
+    problems: bytearray = field(default_factory=bytearray)
+    stats: BlockStats = field(default_factory=BlockStats)
+    lines: int = 0  # added to every line number (``shift``)
+
+    def add(self, source: Source, result: BlockResult) -> None:
+        """Sum up one more block's verdicts."""
+        self.records += result.stats.records
+        self.valid += result.stats.valid
+        self.blank += int(result.blank.sum())
+        for line, problem in result.problems:
+            record = problem_record(source, line, problem)
+            self.problems += orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+            self.by_rule[problem.rule] += 1
+            if problem.severity == "warning":
+                self.warnings += 1
+            else:
+                self.errors += 1
+            if len(self.sample) < SAMPLE:
+                self.sample.append(record)
+        self.stats.merge(result.stats)
+
+    def shift(self, lines: int) -> Tally:
+        """This tally for blocks that start ``lines`` lines into their file."""
+        self.lines += lines
+        self.stats.buckets = {b: line + lines for b, line in self.stats.buckets.items()}
+        return self
+
+    def records_shifted(self) -> Iterator[dict]:
+        """Every problem record, renumbered."""
+        for raw in self.problems.splitlines():
+            record = orjson.loads(raw)
+            record["line"] += self.lines
+            yield record
 
 
 Verdicts = Callable[[Source, Iterator[Block]], Iterator[Verdict]]
@@ -327,7 +390,7 @@ def _local_engine(sources: list[Source], options: Options, config: CheckConfig) 
     def verdicts(source: Source, stream: Iterator[Block]) -> Iterator[Verdict]:
         for block, result in _ordered(stream, options, workers):
             finish_block(block, result, options.fmt, config)
-            yield Verdict(result, len(block.data), block.bom, block)
+            yield Verdict(result, block.nbytes, block.bom, block)
 
     return verdicts
 
@@ -340,6 +403,13 @@ def finish_block(block: Block, result: BlockResult, fmt: str, config: CheckConfi
         _run_record_check(config.record_check, fmt, block, result)
 
 
+def check_input_block(block: Block, options: Options) -> BlockResult:
+    """The block checker's verdicts on one block: lines of JSONL, or a table input's rows."""
+    if block.table is not None:
+        return check_table(block.table, block.first_line, options)
+    return check_block(block.data, block.first_line, options, block.newlines)
+
+
 def _ordered(blocks: Iterator[Block], options: Options, workers: int) -> Iterator[tuple[Block, BlockResult]]:
     """Check blocks on ``workers`` threads, yielding results in input order, 2 x workers in flight.
 
@@ -350,12 +420,12 @@ def _ordered(blocks: Iterator[Block], options: Options, workers: int) -> Iterato
     """
     if workers <= 1:
         for block in blocks:
-            yield block, check_block(block.data, block.first_line, options, block.newlines)
+            yield block, check_input_block(block, options)
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ds-check") as pool:
         pending: deque[tuple[Block, Future]] = deque()
         for block in blocks:
-            pending.append((block, pool.submit(check_block, block.data, block.first_line, options, block.newlines)))
+            pending.append((block, pool.submit(check_input_block, block, options)))
             if len(pending) >= 2 * workers:
                 b, fut = pending.popleft()
                 yield b, fut.result()
@@ -442,14 +512,15 @@ def _s3_bucket(sources: list[Source]) -> str | None:
 
 def _absorb(summary: CheckSummary, source: Source, verdict: Verdict, spool, writers: _Writers) -> None:
     result = verdict.result
+    if isinstance(result, Tally):
+        _absorb_tally(summary, result, spool, writers)
+        return
     summary.blank += int(result.blank.sum())
     summary.records += result.stats.records
     summary.valid += result.stats.valid
     summary.invalid += result.stats.records - result.stats.valid
     for line, problem in result.problems:
-        record = {"file": source.name, "line": line, **problem.to_dict()}
-        if source.kind != "jsonl":
-            record["unit"] = "row"  # a table's line is its row
+        record = problem_record(source, line, problem)
         spool.write(orjson.dumps(record) + b"\n")
         writers.write_error(record)
         summary.by_rule[problem.rule] += 1
@@ -461,6 +532,27 @@ def _absorb(summary: CheckSummary, source: Source, verdict: Verdict, spool, writ
             summary.sample.append(record)
     if verdict.block is not None:
         writers.write_lines(verdict.block, result)
+
+
+def _absorb_tally(summary: CheckSummary, tally: Tally, spool, writers: _Writers) -> None:
+    """O(1) in the tally's problems: their spool lines are copied whole, after the line count
+    ``iter_problems`` adds to their line numbers; only ``--errors-out`` reads them one by one."""
+    summary.blank += tally.blank
+    summary.records += tally.records
+    summary.valid += tally.valid
+    summary.invalid += tally.records - tally.valid
+    summary.warnings += tally.warnings
+    summary.errors += tally.errors
+    summary.by_rule.update(tally.by_rule)
+    for record in tally.sample[: SAMPLE - len(summary.sample)]:
+        summary.sample.append({**record, "line": record["line"] + tally.lines})
+    if tally.problems:
+        spool.write(b"%d\n" % tally.lines)
+        spool.write(tally.problems)
+        spool.write(b"0\n")
+        if "errors" in writers.files:
+            for record in tally.records_shifted():
+                writers.write_error(record)
 
 
 def _dataset_rules(stats: BlockStats, o: Options, config: CheckConfig) -> list[DatasetProblem]:
@@ -489,9 +581,16 @@ def iter_problems(summary: CheckSummary) -> Iterator[dict]:
     """Every record-level problem of a finished run, in input order, read back from the spool."""
     if summary.spool is None:
         return
+    lines = 0
     with summary.spool.open("rb") as f:
-        for line in f:
-            yield orjson.loads(line)
+        for raw in f:
+            record = orjson.loads(raw)
+            if type(record) is int:  # the line count before the records that follow (``_absorb_tally``)
+                lines = record
+                continue
+            if lines:
+                record["line"] += lines
+            yield record
 
 
 def validate_values(values: list[dict], *, fmt: str, profile: str = "nova-lite-1", platform: str = "sagemaker") -> list[list[Problem]]:

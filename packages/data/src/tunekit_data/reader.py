@@ -14,14 +14,16 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-import orjson
 
 from tunekit_data import storage, tables
 from tunekit_data.errors import InputError
 from tunekit_data.s3 import is_s3
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
 BOM = b"\xef\xbb\xbf"
@@ -54,18 +56,54 @@ class Block:
     """Whole lines of one source: ``data`` starts at line ``first_line`` (1-based).
 
     ``data`` never has a BOM; it ends with ``\\n`` unless it is the file's last, unterminated line.
+    A table input's block holds its rows as ``table``, and ``data`` (their JSON lines) is made only
+    when something asks for it: the block checker reads the table itself (``check_table``).
     """
 
     source: str
     first_line: int
-    data: bytes
+    _data: bytes | None
     index: int
     # Offsets of the ``\n`` bytes of ``data``, found once by the reader to count its lines and
     # handed to the block checker, which needs them too (``None``: not computed).
-    newlines: np.ndarray | None = None
+    _newlines: np.ndarray | None = None
     # True on a source's first block when a UTF-8 BOM was stripped from its start (rule F4): known
     # while reading, so stdin and S3 objects are not opened a second time to look.
     bom: bool = False
+    table: pa.Table | None = None
+    stored: int = 0  # a table block's share of its input's stored size (progress counts stored bytes)
+
+    @property
+    def data(self) -> bytes:
+        """The block's lines (for a table block, its rows as JSON lines, made on first use)."""
+        if self._data is None:
+            self._from_table()
+        return self._data  # type: ignore[return-value]
+
+    @property
+    def newlines(self) -> np.ndarray | None:
+        """Offsets of the ``\\n`` bytes of ``data`` (None: not computed)."""
+        if self._data is None:
+            self._from_table()
+        return self._newlines
+
+    def _from_table(self) -> None:
+        assert self.table is not None, "a block holds lines or a table"
+        self._data = tables.json_lines(self.table)
+        self._newlines = newline_offsets(self._data)
+
+    @property
+    def lines(self) -> int:
+        """How many lines the block holds (a table block: its rows)."""
+        if self.table is not None:
+            return self.table.num_rows
+        assert self._newlines is not None, "reader blocks carry their newline offsets"
+        return len(self._newlines) + (0 if self.data.endswith(b"\n") or not self.data else 1)
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of the input the block stands for (a table block: its stored share)."""
+        return self.stored if self.table is not None else len(self.data)
 
 
 def expand_paths(paths: Iterable[str]) -> list[Source]:
@@ -151,12 +189,12 @@ def iter_blocks(source: Source, *, block_size: int = DEFAULT_BLOCK_SIZE) -> Iter
 
 
 def _table_blocks(source: Source) -> Iterator[Block]:
-    """A table's rows as blocks of JSON lines (one row a line: JSON strings escape newlines), so
-    the checker sees the records a JSONL file of them would hold, numbered by row."""
+    """A table's rows as blocks of its record batches; their lines (``Block.data``) are the JSON
+    lines a JSONL file of the records would hold (one row a line: JSON strings escape newlines), so
+    line ``n`` is row ``n``."""
     row = 1
-    for index, (table, _) in enumerate(tables.iter_batches(source.name, source.kind, TABLE_ROWS)):
-        data = b"".join(orjson.dumps(tables.drop_nulls(r), default=str, option=orjson.OPT_APPEND_NEWLINE) for r in table.to_pylist())
-        yield Block(source.name, row, data, index, newline_offsets(data))
+    for index, (table, share) in enumerate(tables.iter_batches(source.name, source.kind, TABLE_ROWS)):
+        yield Block(source.name, row, None, index, table=table, stored=share)
         row += table.num_rows
 
 

@@ -282,12 +282,13 @@ def nested_unknowns(fmt: FormatSchema, table_schema: pa.Schema) -> list[str]:
         name
         for name in unknown_columns(fmt, table_schema)
         # a field of the full schema that the lean block schema leaves out (toolConfig) is typed per line
-        if name in fmt.schema.names or _needs_per_line(table_schema.field(name).type)
+        if name in fmt.schema.names or needs_per_line(table_schema.field(name).type)
     )
     return out
 
 
-def _needs_per_line(dtype: pa.DataType) -> bool:
+def needs_per_line(dtype: pa.DataType) -> bool:
+    """True for an unknown column's type whose values the per-line path must judge (see ``nested_unknowns``)."""
     # Iterative: an unknown column can be nested thousands of levels deep.
     stack = [(dtype, 2)]  # (type, JSON depth of its values: the record is depth 1)
     while stack:

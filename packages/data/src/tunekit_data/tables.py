@@ -147,6 +147,12 @@ def _delta(path: str, rows: int) -> tuple[Iterable[pa.RecordBatch], int, int]:
     return dataset.to_batches(batch_size=rows), dataset.count_rows(), size
 
 
+def json_lines(table: pa.Table) -> bytes:
+    """The rows of ``table`` as JSON lines, null members dropped (``drop_nulls``), values JSON lacks
+    (bytes, decimals) as their ``str``: the records a JSONL file of the table holds."""
+    return b"".join(orjson.dumps(drop_nulls(r), default=str, option=orjson.OPT_APPEND_NEWLINE) for r in table.to_pylist())
+
+
 def drop_nulls(value: object) -> object:
     """``value`` without null object members, recursively (Arrow rows carry every schema field)."""
     if isinstance(value, dict):

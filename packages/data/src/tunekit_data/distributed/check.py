@@ -5,9 +5,10 @@ The driver is ``check.run_check`` itself (detection, per-file rules, counting, d
 input (``ranges``), cuts it into the same kind of blocks the local engine checks, runs
 ``blockcheck.check_block`` and ``check.finish_block`` on each (media lookups included), writes its
 valid and rejected lines to its own part of ``--valid-out`` / ``--rejects-out`` (``parts``), and
-returns the verdicts with line numbers counted from its range's first line. The driver takes the
-results in input order and renumbers them, so every count, every problem's file:line and the exit
-code are the local engine's. ``--errors-out`` stays one file, written by the driver in input order.
+returns them summed up (``check.Tally``: counts, the first problems, every problem as spool lines)
+with line numbers counted from its range's first line. The driver takes the results in input order
+and renumbers them (one number per task, added as the problems are read back), so every count,
+every problem's file:line and the exit code are the local engine's. ``--errors-out`` stays one file, written by the driver in input order.
 """
 
 from __future__ import annotations
@@ -15,16 +16,25 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from tunekit_data.blockcheck import BlockResult, check_block
-from tunekit_data.check import CheckConfig, CheckSummary, Verdict, Verdicts, _Writers, finish_block, run_check
+from tunekit_data.check import (
+    CheckConfig,
+    CheckSummary,
+    Tally,
+    Verdict,
+    Verdicts,
+    _Writers,
+    check_input_block,
+    finish_block,
+    run_check,
+    worker_init,
+)
 from tunekit_data.distributed.cluster import cluster_cpus, connect, ordered_tasks
 from tunekit_data.distributed.parts import PartOutputs, part_name
 from tunekit_data.distributed.ranges import (
-    DEFAULT_RANGE_SIZE,
     ByteRange,
     lines_through,
     range_blocks,
-    shift,
+    range_size_for,
     split_ranges,
 )
 from tunekit_data.errors import UsageError
@@ -36,10 +46,15 @@ _OUTPUTS = (("valid", "--valid-out"), ("rejects", "--rejects-out"))
 
 @dataclass(slots=True)
 class RangeChecked:
-    """One task's outcome: per block its verdicts, bytes and BOM flag; the range's line count; and
-    how many lines it wrote to each part."""
+    """One task's outcome: its blocks' verdicts summed up (``check.Tally``), the bytes they cover,
+    whether a BOM was stripped, the range's line count, and how many lines it wrote to each part.
 
-    blocks: list[tuple[BlockResult, int, bool]] = field(default_factory=list)
+    Summed up in the task so that the driver's work per task does not grow with the problems
+    found: it adds counts and copies the problems' spool lines whole."""
+
+    tally: Tally = field(default_factory=Tally)
+    nbytes: int = 0
+    bom: bool = False
     lines: int = 0
     written: dict[str, int] = field(default_factory=dict)
 
@@ -47,20 +62,25 @@ class RangeChecked:
 def check_range(r: ByteRange, options: Options, config: CheckConfig, parts: dict[str, str]) -> RangeChecked:
     """Check the lines of ``r`` (the task body); ``parts`` maps ``valid`` / ``rejects`` to this
     range's part URIs."""
+    # As in a `ds` process (no pandas probe: ~1 s of a worker's first task otherwise). Not Ray's
+    # worker_process_setup_hook: a runtime env delayed every worker's start by seconds (measured).
+    worker_init()
     writers = _Writers(parts.get("valid"), parts.get("rejects"), None)
     out = RangeChecked(written=dict.fromkeys(parts, 0))
+    source = Source(r.source, r.kind)
     last: Block | None = None
     try:
         for block in range_blocks(r, config.block_size):
-            result = check_block(block.data, block.first_line, options, block.newlines)
+            result = check_input_block(block, options)
             finish_block(block, result, options.fmt, config)
             writers.write_lines(block, result)
             if "valid" in parts:
                 out.written["valid"] += result.stats.valid
             if "rejects" in parts:
                 out.written["rejects"] += result.stats.records - result.stats.valid
-            result.media = []  # looked up already; not needed by the driver
-            out.blocks.append((result, len(block.data), block.bom))
+            out.tally.add(source, result)
+            out.nbytes += block.nbytes
+            out.bom |= block.bom
             last = block
         writers.commit()
     except BaseException:
@@ -74,11 +94,12 @@ def check_range(r: ByteRange, options: Options, config: CheckConfig, parts: dict
 class RayCheck:
     """A ``check.Engine`` that hands byte ranges to Ray tasks (see the module docstring)."""
 
-    def __init__(self, ray, outputs: dict[str, PartOutputs], range_size: int) -> None:
+    def __init__(self, ray, outputs: dict[str, PartOutputs], range_size: int | None) -> None:
         self.ray, self.outputs, self.range_size = ray, outputs, range_size
 
     def __call__(self, sources: list[Source], options: Options, config: CheckConfig) -> Verdicts:
-        per_source = [split_ranges([s], self.range_size) for s in sources]
+        size = self.range_size or range_size_for(sum(s.size() or 0 for s in sources), cluster_cpus(self.ray))
+        per_source = [split_ranges([s], size) for s in sources]
         ranges = [r for rs in per_source for r in rs]
         task_config = CheckConfig(
             config.fmt, config.profile, config.platform, config.dataset_uri, config.max_invalid_percent,
@@ -98,8 +119,7 @@ class RayCheck:
                 checked, i = next(results), next(index)
                 for key, output in self.outputs.items():
                     output.add(part_name(output.prefix, i), checked.written[key], source=source.name, first_line=lines + 1)
-                for result, nbytes, bom in checked.blocks:
-                    yield Verdict(shift(result, lines), nbytes, bom, None)
+                yield Verdict(checked.tally.shift(lines), checked.nbytes, checked.bom, None)
                 lines += checked.lines
 
         return verdicts
@@ -114,10 +134,11 @@ def run_check_ray(
     rejects_out: str | None = None,
     errors_out: str | None = None,
     on_progress: Callable[[int], None] | None = None,
-    range_size: int = DEFAULT_RANGE_SIZE,
+    range_size: int | None = None,
 ) -> CheckSummary:
     """``run_check`` on a Ray cluster: the same summary; ``valid_out`` / ``rejects_out`` are folders
-    or ``s3://`` prefixes of parts with a manifest (``parts``). Raises UsageError / InputError."""
+    or ``s3://`` prefixes of parts with a manifest (``parts``); ``range_size`` is the bytes per task
+    (None: ``ranges.range_size_for`` the input and the cluster). Raises UsageError / InputError."""
     if config.record_check is not None:
         msg = "--tokenizer counts tokens on the local engine only; run it without --engine ray"
         raise UsageError(msg)

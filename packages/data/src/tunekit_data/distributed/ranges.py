@@ -4,7 +4,7 @@ A range ``[start, stop)`` of a file owns the lines whose first byte lies in it: 
 ``start - 1``, skips to the end of the line there (it belongs to the range before), and reads on
 past ``stop`` to the end of its last line. So every line of the file is read by exactly one range,
 whatever the cut points, and no task needs another's bytes. Line numbers in a range count from 1;
-the driver, which sees the ranges in order, adds the lines of the ranges before (``shift``).
+the driver, which sees the ranges in order, adds the lines of the ranges before (``check.Tally.shift``).
 
 Compressed files and standard input cannot be entered in the middle: one range covers them whole
 (``stop`` None). Local paths must be on storage every node sees (a shared mount); ``s3://``
@@ -17,11 +17,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tunekit_data import storage
-from tunekit_data.blockcheck import BlockResult
 from tunekit_data.errors import InputError, UsageError
 from tunekit_data.reader import BOM, Block, Source, iter_blocks, newline_offsets
 
 DEFAULT_RANGE_SIZE = 64 << 20  # per task: seconds of work, so scheduling costs stay a small share
+MIN_RANGE_SIZE = 8 << 20
+TASKS_PER_CPU = 4
 _TAIL_READ = 1 << 20  # bytes read at a time past ``stop`` to finish the last line
 _WHOLE = (".gz", ".zst")
 
@@ -52,6 +53,13 @@ def split_ranges(sources: list[Source], range_size: int) -> list[ByteRange]:
         size = source.size() or 0
         out.extend(ByteRange(source.name, a, min(a + range_size, size)) for a in range(0, max(size, 1), range_size))
     return out
+
+
+def range_size_for(total: int, cpus: int) -> int:
+    """``DEFAULT_RANGE_SIZE``, or less for an input too small to give each of ``cpus`` CPUs
+    ``TASKS_PER_CPU`` ranges (so that no CPU idles while another checks the last large range),
+    but never under ``MIN_RANGE_SIZE``."""
+    return max(MIN_RANGE_SIZE, min(DEFAULT_RANGE_SIZE, total // (TASKS_PER_CPU * cpus)))
 
 
 def range_blocks(r: ByteRange, block_size: int) -> Iterator[Block]:
@@ -112,14 +120,4 @@ def _finish_line(file, data: bytes, at: int, size: int) -> bytes:
 
 def lines_through(block: Block) -> int:
     """Lines from the start of its range to the end of ``block`` (its last line may lack a newline)."""
-    assert block.newlines is not None, "range blocks carry their newline offsets"
-    return block.first_line - 1 + len(block.newlines) + (0 if block.data.endswith(b"\n") else 1)
-
-
-def shift(result: BlockResult, lines: int) -> BlockResult:
-    """``result`` renumbered for a range that starts ``lines`` lines into its file."""
-    if lines:
-        result.first_line += lines
-        result.problems = [(line + lines, p) for line, p in result.problems]
-        result.stats.buckets = {b: line + lines for b, line in result.stats.buckets.items()}
-    return result
+    return block.first_line - 1 + block.lines
