@@ -20,9 +20,10 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from multiprocessing import get_context
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -52,6 +53,11 @@ def ordered_map(
     if workers <= 1:
         yield from map(fn, items)
         return
+    # Imported here: the process pool's modules cost ~20 ms that `ds check` (which only asks
+    # ``available_cores``) and one-worker runs never need.
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
     # forkserver, not fork: the parent runs pyarrow thread pools, and forking a threaded process can
     # copy a held lock into the child. The server imports ``preload`` once, before any worker forks.
     context = get_context("forkserver")
