@@ -19,6 +19,7 @@ import pytest
 
 ROOT = Path(__file__).parents[2]
 SFT = ROOT / "examples" / "data" / "sft.jsonl"
+DPO = ROOT / "examples" / "data" / "dpo.jsonl"
 CMD_MODULES = sorted(f"tunekit_cli.{p.stem}" for p in (ROOT / "apps/cli/src/tunekit_cli").glob("*_cmd.py"))
 # Never needed to parse arguments or print help (~0.05-0.3 s each on a 2-core machine).
 HEAVY = (
@@ -28,6 +29,13 @@ HEAVY = (
 )  # fmt: skip
 # Never needed by `ds check` or `ds convert`, which do need pyarrow and numpy.
 NOT_FOR_DATA = tuple(m for m in HEAVY if m not in {"numpy", "pyarrow", "rich"} and not m.startswith("tunekit_data"))
+# Loaded only by the inputs and options that use them (S3 and Parquet: pyarrow.fs, ssl; a process
+# pool; numpy masked arrays, which `pa.array(ndarray)` imports; importlib.abc): a check of a local
+# JSONL file never needs them (~0.05-0.1 s together on a 2-core machine, issue 18).
+NOT_FOR_LOCAL_JSONL = (
+    "pyarrow.fs", "pyarrow.parquet", "ssl", "multiprocessing", "concurrent.futures.process", "numpy.ma",
+    "importlib.abc",
+)  # fmt: skip
 
 PROBE = """
 import json, sys
@@ -84,6 +92,13 @@ def test_check_human_output_loads_rich_tables_not_typers_help(tmp_path: Path) ->
     assert code == 0
     assert "rich.table" in modules
     assert loaded(modules, (*NOT_FOR_DATA, "typer.rich_utils", "markdown_it")) == []
+
+
+@pytest.mark.parametrize("argv", [["check", str(SFT)], ["check", "--json", str(SFT)], ["check", "--json", str(DPO)]])
+def test_check_of_a_local_jsonl_file_loads_no_s3_parquet_or_process_pool(argv: list[str], tmp_path: Path) -> None:
+    code, modules = run_ds(argv, tmp_path)
+    assert code == 0
+    assert loaded(modules, NOT_FOR_LOCAL_JSONL) == []
 
 
 def test_convert_json_loads_no_tokenizer(tmp_path: Path) -> None:
