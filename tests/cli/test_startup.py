@@ -31,11 +31,13 @@ HEAVY = (
 # Never needed by `ds check` or `ds convert`, which do need pyarrow and numpy.
 NOT_FOR_DATA = tuple(m for m in HEAVY if m not in {"numpy", "pyarrow", "rich"} and not m.startswith("tunekit_data"))
 # Loaded only by the inputs and options that use them (S3 and Parquet: pyarrow.fs, ssl; a process
-# pool; numpy masked arrays, which `pa.array(ndarray)` imports; importlib.abc): a check of a local
-# JSONL file never needs them (~0.05-0.1 s together on a 2-core machine, issue 18).
+# pool; numpy masked arrays, which `pa.array(ndarray)` imports; importlib.abc), or by the other verbs
+# (the converter's tables and examples): a check of a local JSONL file never needs them (~0.1 s
+# together on a 2-core machine, issue 18).
 NOT_FOR_LOCAL_JSONL = (
     "pyarrow.fs", "pyarrow.parquet", "ssl", "multiprocessing", "concurrent.futures.process", "numpy.ma",
-    "importlib.abc",
+    "importlib.abc", "tunekit_cli.convert_cmd", "tunekit_cli.pack_cmd", "tunekit_data.convert",
+    "tunekit_data.examples",
 )  # fmt: skip
 
 PROBE = """
@@ -84,9 +86,9 @@ def test_command_modules_import_nothing_heavy_at_their_top(module: str) -> None:
 def test_command_annotations_are_objects_not_strings() -> None:
     # typer evaluates string annotations (``from __future__ import annotations``) twice per option
     # at every start: ~25 ms of each `ds` command; evaluated once at import they cost ~5.
-    from tunekit_cli.ds import app
+    from tunekit_cli.ds import make_app
 
-    for info in app.registered_commands:
+    for info in make_app([]).registered_commands:
         func = inspect.unwrap(info.callback)
         strings = sorted(name for name, a in func.__annotations__.items() if isinstance(a, str))
         assert strings == [], f"{func.__module__}.{func.__name__}: string annotations {strings}"

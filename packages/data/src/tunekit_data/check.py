@@ -28,7 +28,7 @@ import orjson
 import pyarrow as pa
 
 from tunekit_data.blockcheck import BlockResult, BlockStats, check_block
-from tunekit_data.convert.parallel import available_cores
+from tunekit_data.cores import available_cores
 from tunekit_data.errors import InputError, UsageError
 from tunekit_data.formats import Options
 from tunekit_data.jsonline import is_blank, parse_line
