@@ -279,7 +279,7 @@ def main() -> None:
         return
 
     bench_check = _bench_check()
-    from tunekit_data.convert.parallel import available_cores
+    from tunekit_data.cores import available_cores
 
     meta = bench_check.ensure_data(
         bench_check.gen.parse_size(a.size), 0, (1.0, 0.0, 0.0), 0.01, kind="sft", tag="ray"

@@ -8,6 +8,7 @@ wall-clock times, so that a busy CI machine cannot make them flaky; the one timi
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 
 ROOT = Path(__file__).parents[2]
 SFT = ROOT / "examples" / "data" / "sft.jsonl"
+DPO = ROOT / "examples" / "data" / "dpo.jsonl"
 CMD_MODULES = sorted(f"tunekit_cli.{p.stem}" for p in (ROOT / "apps/cli/src/tunekit_cli").glob("*_cmd.py"))
 # Never needed to parse arguments or print help (~0.05-0.3 s each on a 2-core machine).
 HEAVY = (
@@ -28,6 +30,15 @@ HEAVY = (
 )  # fmt: skip
 # Never needed by `ds check` or `ds convert`, which do need pyarrow and numpy.
 NOT_FOR_DATA = tuple(m for m in HEAVY if m not in {"numpy", "pyarrow", "rich"} and not m.startswith("tunekit_data"))
+# Loaded only by the inputs and options that use them (S3 and Parquet: pyarrow.fs, ssl; a process
+# pool; numpy masked arrays, which `pa.array(ndarray)` imports; importlib.abc), or by the other verbs
+# (the converter's tables and examples): a check of a local JSONL file never needs them (~0.1 s
+# together on a 2-core machine, issue 18).
+NOT_FOR_LOCAL_JSONL = (
+    "pyarrow.fs", "pyarrow.parquet", "ssl", "multiprocessing", "concurrent.futures.process", "numpy.ma",
+    "importlib.abc", "tunekit_cli.convert_cmd", "tunekit_cli.pack_cmd", "tunekit_data.convert",
+    "tunekit_data.examples",
+)  # fmt: skip
 
 PROBE = """
 import json, sys
@@ -72,6 +83,17 @@ def test_command_modules_import_nothing_heavy_at_their_top(module: str) -> None:
     assert heavy == [], f"{module} imports {heavy} at its top: import them inside the function that uses them"
 
 
+def test_command_annotations_are_objects_not_strings() -> None:
+    # typer evaluates string annotations (``from __future__ import annotations``) twice per option
+    # at every start: ~25 ms of each `ds` command; evaluated once at import they cost ~5.
+    from tunekit_cli.ds import make_app
+
+    for info in make_app([]).registered_commands:
+        func = inspect.unwrap(info.callback)
+        strings = sorted(name for name, a in func.__annotations__.items() if isinstance(a, str))
+        assert strings == [], f"{func.__module__}.{func.__name__}: string annotations {strings}"
+
+
 def test_check_json_loads_the_validator_but_no_printing_or_tokenizer(tmp_path: Path) -> None:
     code, modules = run_ds(["check", "--json", str(SFT)], tmp_path)
     assert code == 0
@@ -84,6 +106,13 @@ def test_check_human_output_loads_rich_tables_not_typers_help(tmp_path: Path) ->
     assert code == 0
     assert "rich.table" in modules
     assert loaded(modules, (*NOT_FOR_DATA, "typer.rich_utils", "markdown_it")) == []
+
+
+@pytest.mark.parametrize("argv", [["check", str(SFT)], ["check", "--json", str(SFT)], ["check", "--json", str(DPO)]])
+def test_check_of_a_local_jsonl_file_loads_no_s3_parquet_or_process_pool(argv: list[str], tmp_path: Path) -> None:
+    code, modules = run_ds(argv, tmp_path)
+    assert code == 0
+    assert loaded(modules, NOT_FOR_LOCAL_JSONL) == []
 
 
 def test_convert_json_loads_no_tokenizer(tmp_path: Path) -> None:

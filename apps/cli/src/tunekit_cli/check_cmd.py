@@ -1,7 +1,5 @@
 """`ds check`: validate datasets; print a summary table (or one JSON object with --json)."""
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -86,7 +84,7 @@ def _length_check(tokenizer: str | None, max_length: int | None, template: str):
     return LengthCheck(load_tokenizer(tokenizer), 32768 if max_length is None else max_length, template)
 
 
-def write_json(summary: CheckSummary, stream) -> None:
+def write_json(summary: "CheckSummary", stream) -> None:
     """Write the `--json` contract, streaming the problem list from the spool (bounded memory)."""
     from tunekit_data.check import iter_problems
 
@@ -113,7 +111,7 @@ def write_json(summary: CheckSummary, stream) -> None:
     stream.flush()
 
 
-def print_human(summary: CheckSummary) -> None:
+def print_human(summary: "CheckSummary") -> None:
     """Summary table, per-rule counts and the first problems."""
     from rich.markup import escape
     from rich.table import Table

@@ -1,7 +1,5 @@
 """`ds convert`: convert datasets between formats; print a summary (or one JSON object with --json)."""
 
-from __future__ import annotations
-
 import sys
 from typing import TYPE_CHECKING, Annotated
 
@@ -134,7 +132,7 @@ def _ray_convert(address: str | None):
     return partial(convert_dataset_ray, address=address)
 
 
-def print_human(summary: ConvertSummary) -> None:
+def print_human(summary: "ConvertSummary") -> None:
     """Summary table, where records went, and the first rejections."""
     from rich.table import Table
 

@@ -1,32 +1,35 @@
 """`ds`: check, convert and pack fine-tuning datasets.
 
 Each verb lives in its own module (`check_cmd.py`, `convert_cmd.py`, `pack_cmd.py`) and is registered
-here. `ds` starts instantly: a command module imports only typer and the light parts of tunekit_data
-(errors, rules, profiles, the format tables) at its top, and whatever loads pyarrow, numpy, rich's
-tables or a tokenizer inside the function that uses it (tests/cli/test_startup.py holds this).
+here, in ``COMMANDS``. `ds` starts instantly: `ds VERB ...` imports and builds VERB alone; a command
+module imports only typer and the light parts of tunekit_data (errors, rules, profiles, the format
+tables) at its top, and whatever loads pyarrow, numpy, rich's tables or a tokenizer inside the
+function that uses it (tests/cli/test_startup.py holds this).
+The command modules do without ``from __future__ import annotations``: typer reads every option's
+annotation at each start, twice (``inspect.signature(eval_str=True)``, ``get_type_hints``), and a
+string annotation is compiled and evaluated each time: ~25 ms of every `ds` command (measured).
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
+from importlib import import_module
 from typing import Any
 
 import typer
 
-from tunekit_cli import check_cmd, convert_cmd, pack_cmd
 from tunekit_cli.runner import run_app
 
-app = typer.Typer(
-    name="ds",
-    help="Check, convert and pack fine-tuning datasets (Converse SFT, Nova DPO, chat, preference, text).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    # Plain help, as click formats it: typer's rich help panels import rich.markdown and
-    # markdown_it (~0.2 s measured), which would double `ds --help`'s start-up.
-    rich_markup_mode=None,
-)
+# Each verb and the function that runs it, imported only when the app is built with it: typer reads
+# every option of every command it builds (~10 ms for convert's and pack's), and their modules load
+# the converter's format tables, which `ds check` never needs.
+COMMANDS = {
+    "check": "tunekit_cli.check_cmd:check",
+    "convert": "tunekit_cli.convert_cmd:convert",
+    "pack": "tunekit_cli.pack_cmd:pack",
+}
 # Set by `cli`: process-wide settings (worker_init) are for `ds`'s own process, never a caller's.
 _own_process = False
 
@@ -48,19 +51,35 @@ def _command(func: Callable[..., int]) -> Callable[..., int]:
     return run
 
 
-@app.callback()
 def _group() -> None:
     """Check, convert and pack fine-tuning datasets."""
 
 
-app.command("check")(_command(check_cmd.check))
-app.command("convert")(_command(convert_cmd.convert))
-app.command("pack")(_command(pack_cmd.pack))
+def make_app(argv: list[str]) -> typer.Typer:
+    """The `ds` app for ``argv``: its verb alone when ``argv`` starts with one (what that verb's
+    usage, help and errors show is the same), else every verb (`ds --help`, a mistyped verb)."""
+    app = typer.Typer(
+        name="ds",
+        help="Check, convert and pack fine-tuning datasets (Converse SFT, Nova DPO, chat, preference, text).",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        # Plain help, as click formats it: typer's rich help panels import rich.markdown and
+        # markdown_it (~0.2 s measured), which would double `ds --help`'s start-up.
+        rich_markup_mode=None,
+    )
+    app.callback()(_group)
+    for name in [argv[0]] if argv and argv[0] in COMMANDS else COMMANDS:
+        module, func = COMMANDS[name].split(":")
+        app.command(name)(_command(getattr(import_module(module), func)))
+    return app
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `ds` on ``argv`` and return the exit code (what tests and other programs call)."""
-    return run_app(app, argv, "ds")
+    """Run `ds` on ``argv`` (default: the command line) and return the exit code (what tests and
+    other programs call)."""
+    args = sys.argv[1:] if argv is None else argv
+    return run_app(make_app(args), args, "ds")
 
 
 def cli() -> None:

@@ -1,7 +1,5 @@
 """`ds pack`: tokenize with the model's chat template and pack into fixed-length rows for training."""
 
-from __future__ import annotations
-
 import itertools
 import sys
 from collections.abc import Iterator
@@ -103,7 +101,7 @@ def _pack_files(engine: str, address: str | None):
 
 
 @contextmanager
-def _progress(*, enabled: bool) -> Iterator[tk.Progress]:
+def _progress(*, enabled: bool) -> "Iterator[tk.Progress]":
     """A `tunekit_tokenize.Progress` callback drawing one bar per stage on stderr."""
     if not enabled:
         yield lambda stage, done, total: None
@@ -123,7 +121,7 @@ def _progress(*, enabled: bool) -> Iterator[tk.Progress]:
         yield update
 
 
-def _print_summary(result: tk.PackResult) -> None:
+def _print_summary(result: "tk.PackResult") -> None:
     from rich.table import Table
 
     stats, manifest = result.stats, result.manifest
@@ -202,7 +200,7 @@ def _explain(paths: list[str], tokenizer: str, *, fmt: str, template: str, loss_
     return 0
 
 
-def _highlight(tokens: list[tk.ExplainedToken]) -> Text:
+def _highlight(tokens: "list[tk.ExplainedToken]") -> "Text":
     """Tokens on coloured backgrounds: green when trained, grey when not, two shades to show boundaries."""
     from rich.text import Text
 

@@ -4,32 +4,37 @@ Import the public names from here (or from the named public modules: ``reader``,
 ``examples``, ``errors``, ``storage`` for local and ``s3://`` inputs and outputs); anything prefixed
 with an underscore is private.
 
-The reader's names load on first use (PEP 562 ``__getattr__``): ``reader`` brings in pyarrow and
-numpy (~0.2 s), which ``import tunekit_data.errors`` - what every `ds` command imports first - and
-`ds --help` never need.
+The reader's and the examples' names load on first use (PEP 562 ``__getattr__``): ``reader``
+brings in pyarrow and numpy (~0.2 s), which ``import tunekit_data.errors`` - what every `ds` command
+imports first - and `ds --help` never need; ``examples`` (its dataclasses, ~5 ms) is for converters
+and their consumers, never for `ds check`.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING
 
 from tunekit_data.errors import ConfigError, DataError, InputError, TunekitError, UsageError
-from tunekit_data.examples import (
-    ChatExample,
-    Example,
-    Media,
-    Message,
-    PreferenceExample,
-    SourceRecord,
-    TextExample,
-)
 from tunekit_data.jsonline import is_blank, parse_line, require_object
 from tunekit_data.rules import RULES, Problem, Rule
 
 if TYPE_CHECKING:
+    from tunekit_data.examples import (
+        ChatExample,
+        Example,
+        Media,
+        Message,
+        PreferenceExample,
+        SourceRecord,
+        TextExample,
+    )
     from tunekit_data.reader import Block, Source, expand_paths, iter_blocks, iter_lines, split_lines
 
-_READER_NAMES = frozenset({"Block", "Source", "expand_paths", "iter_blocks", "iter_lines", "split_lines"})
+_LAZY = {
+    **dict.fromkeys(("Block", "Source", "expand_paths", "iter_blocks", "iter_lines", "split_lines"), "reader"),
+    **dict.fromkeys(("ChatExample", "Example", "Media", "Message", "PreferenceExample", "SourceRecord", "TextExample"), "examples"),
+}
 
 __all__ = [
     "RULES",
@@ -60,9 +65,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    if name in _READER_NAMES:
-        from tunekit_data import reader
-
-        return getattr(reader, name)
+    if name in _LAZY:
+        return getattr(import_module(f"tunekit_data.{_LAZY[name]}"), name)
     msg = f"module 'tunekit_data' has no attribute {name!r}"
     raise AttributeError(msg)

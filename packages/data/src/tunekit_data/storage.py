@@ -39,15 +39,19 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
-from pyarrow import fs
 
 from tunekit_data import s3
 from tunekit_data.errors import InputError, UsageError
 from tunekit_data.s3 import S3Path, is_s3
+
+if TYPE_CHECKING:
+    # pyarrow.fs (which loads ssl, ~15 ms) is imported by the functions that talk to S3: a check of
+    # a local file never needs it.
+    from pyarrow import fs
 
 FIRST_GET, MAX_GET, READ_AHEAD = 64 << 10, 8 << 20, 4  # how S3 objects are read, see _S3Reader
 BUFFER = 1 << 20  # Python-side write buffer: line-sized writes stay out of the SDK
@@ -205,6 +209,8 @@ def list_inputs(uri: str, suffixes: tuple[str, ...]) -> list[str]:
 
 
 def _list_s3(path: S3Path, suffixes: tuple[str, ...]) -> list[str]:
+    from pyarrow import fs
+
     filesystem = s3.filesystem(path.bucket)
     try:
         if path.key and not path.key.endswith("/"):
@@ -238,6 +244,8 @@ def list_names(uri: str) -> list[str]:
             if root.is_dir()
             else []
         )
+    from pyarrow import fs
+
     path = S3Path.parse(uri)
     prefix = path.arrow + "/"
     try:
@@ -253,6 +261,8 @@ def stat(uri: str) -> int:
     """Size in bytes (the compressed size for archives)."""
     if not is_s3(uri):
         return Path(local_path(uri)).stat().st_size
+    from pyarrow import fs
+
     path = S3Path.parse(uri)
     try:
         info = s3.filesystem(path.bucket).get_file_info(path.arrow)
@@ -295,6 +305,8 @@ def head_many(uris: Iterable[str], *, concurrency: int = 16) -> list[Head]:
 
 
 def _head(path: S3Path) -> Head:
+    from pyarrow import fs
+
     try:
         info = s3.filesystem(path.bucket).get_file_info(path.arrow)
     except OSError as exc:

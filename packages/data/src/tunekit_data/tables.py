@@ -26,7 +26,6 @@ from pathlib import Path
 
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from tunekit_data import storage
 from tunekit_data.errors import InputError
@@ -116,6 +115,8 @@ def _open(path: str, kind: str, rows: int) -> tuple[Iterable[pa.RecordBatch], in
         return _delta(path, rows)
     size = storage.stat(path)
     if kind == "parquet":
+        import pyarrow.parquet as pq  # here: it loads pyarrow.fs and ssl (~20 ms), which JSONL never needs
+
         # Ranged reads (one GET per column chunk on S3): a Parquet file is never fetched whole.
         pf = pq.ParquetFile(storage.open_random_access(path))
         return pf.iter_batches(batch_size=rows), pf.metadata.num_rows, size

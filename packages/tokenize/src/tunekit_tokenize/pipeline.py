@@ -26,8 +26,8 @@ from typing import Protocol
 
 from tunekit_data import storage
 from tunekit_data.convert import FORMAT_ALIASES, Rejection, read_examples
-from tunekit_data.convert.parallel import available_cores
 from tunekit_data.convert.sources import discover
+from tunekit_data.cores import available_cores
 from tunekit_data.errors import DataError, InputError, UsageError
 from tunekit_data.examples import Example, SourceRecord
 from tunekit_data.media import MediaCache, default_cache_dir

@@ -17,23 +17,15 @@ than the projection allowed (benchmarks/RESULTS.md).
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from multiprocessing import get_context
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def available_cores() -> int:
-    """Cores this process may run on (the affinity mask, which containers and taskset narrow)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def ordered_map(
@@ -52,6 +44,11 @@ def ordered_map(
     if workers <= 1:
         yield from map(fn, items)
         return
+    # Imported here: the process pool's modules cost ~20 ms that `ds check` (which only asks
+    # ``available_cores``) and one-worker runs never need.
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
     # forkserver, not fork: the parent runs pyarrow thread pools, and forking a threaded process can
     # copy a held lock into the child. The server imports ``preload`` once, before any worker forks.
     context = get_context("forkserver")

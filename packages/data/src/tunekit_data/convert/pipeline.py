@@ -22,7 +22,7 @@ from tunekit_data.convert.engine import ConvertPlan, UnitResult, convert_unit
 from tunekit_data.convert.inputs import INPUT_FORMATS, InputPlan
 from tunekit_data.convert.media import MediaOptions
 from tunekit_data.convert.outputs import OUTPUT_FORMATS
-from tunekit_data.convert.parallel import available_cores, ordered_map
+from tunekit_data.convert.parallel import ordered_map
 from tunekit_data.convert.rejection import ConversionError, Rejection
 from tunekit_data.convert.sources import (
     DEFAULT_BLOCK_SIZE,
@@ -44,6 +44,7 @@ from tunekit_data.convert.writer import (
     open_outputs,
     output_kind,
 )
+from tunekit_data.cores import available_cores
 from tunekit_data.errors import UsageError
 from tunekit_data.examples import Example, SourceRecord
 from tunekit_data.media import default_cache_dir

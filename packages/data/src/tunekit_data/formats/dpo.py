@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tunekit_data.columns import Hit, hits, mask, present, strings
+from tunekit_data.columns import Hit, hits, indices, mask, present, strings
 from tunekit_data.formats.view import MEDIA_KINDS, ConverseView, Options, blank
 from tunekit_data.rules import Problem
 
@@ -87,7 +87,7 @@ def _identical(v, c, cb, texts, is_pref, is_non, wrong) -> Iterator[Hit]:
     # so compare those columnar and join in Python only for multi-block candidates.
     n_blocks = np.bincount(cb.parent, minlength=len(c))
     first = np.cumsum(n_blocks) - n_blocks
-    single = texts.take(pa.array(np.minimum(first, max(len(cb) - 1, 0)), pa.int64())) if len(cb) else pa.nulls(len(c), pa.string())
+    single = texts.take(indices(np.minimum(first, max(len(cb) - 1, 0)))) if len(cb) else pa.nulls(len(c), pa.string())
     pref_idx = np.full(len(v.messages), -1)
     non_idx = np.full(len(v.messages), -1)
     pref_idx[c.parent[is_pref]] = np.flatnonzero(is_pref)
@@ -97,7 +97,7 @@ def _identical(v, c, cb, texts, is_pref, is_non, wrong) -> Iterator[Hit]:
     simple = (n_blocks[a] == 1) & (n_blocks[b] == 1)
     same = np.zeros(len(msgs), bool)
     if simple.any():
-        same[simple] = mask(pc.equal(single.take(pa.array(a[simple])), single.take(pa.array(b[simple]))))
+        same[simple] = mask(pc.equal(single.take(indices(a[simple])), single.take(indices(b[simple]))))
     for k in np.flatnonzero(~simple):
         same[k] = _joined(cb, texts, first, n_blocks, a[k]) == _joined(cb, texts, first, n_blocks, b[k])
     m = v.messages

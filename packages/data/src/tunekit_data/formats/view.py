@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tunekit_data.columns import Level, lengths, mask, present
+from tunekit_data.columns import Level, indices, lengths, mask, present
 from tunekit_data.profiles import Platform, Profile
 
 MEDIA_KINDS = ("image", "video", "document")
@@ -91,7 +91,7 @@ class ConverseView:
     @cached_property
     def block_role(self) -> pa.Array:
         """Role of the message each content block belongs to."""
-        return self.role.take(pa.array(self.blocks.parent, pa.int64()))
+        return self.role.take(indices(self.blocks.parent))
 
     def member(self, name: str) -> np.ndarray:
         """True for content blocks that have member ``name`` (computed once per view: most checks ask)."""
