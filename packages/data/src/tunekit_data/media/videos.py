@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from tunekit_data.media.cache import MediaCache
 from tunekit_data.media.images import MAX_PIXELS, MediaProblem, source_bytes
+from tunekit_data.video_sampling import VideoSampling
 
-MAX_FPS = 60.0
-MAX_SAMPLED_FRAMES = 768  # Qwen2-VL's video processor samples at most this many
 MAX_DECODED_FRAMES = 54_000  # 15 minutes at 60 fps, the longest video Nova 2 takes (spec M12)
 
 if TYPE_CHECKING:
@@ -28,32 +26,6 @@ if TYPE_CHECKING:
 
 Resize = Callable[[int, int], tuple[int, int]]
 """(width, height) of the video -> (width, height) its frames are resized to."""
-
-
-@dataclass(frozen=True)
-class VideoSampling:
-    """How many frames of a video a model sees: ``fps`` per second of video, at most ``max_frames``."""
-
-    fps: float = 2.0
-    max_frames: int = 128
-
-    def problems(self, fps_key: str, max_frames_key: str) -> list[str]:
-        """What is out of range, each naming its key (a CLI flag or a recipe key)."""
-        out = []
-        if not 0 < self.fps <= MAX_FPS:
-            out.append(f"{fps_key} must be in (0, {MAX_FPS:g}], got {self.fps:g}")
-        if not 2 <= self.max_frames <= MAX_SAMPLED_FRAMES:
-            out.append(f"{max_frames_key} must be in [2, {MAX_SAMPLED_FRAMES}], got {self.max_frames}")
-        return out
-
-    def indices(self, total: int, rate: float, multiple: int) -> np.ndarray:
-        """Which of ``total`` frames (``rate`` per second) to keep: a multiple of ``multiple`` of them,
-        evenly spread and in order; a video shorter than ``multiple`` frames repeats its last one."""
-        import numpy as np  # lazily, as Pillow and PyAV: importing the media package stays cheap
-
-        wanted = min(round(total / rate * self.fps), self.max_frames, total)
-        count = max(multiple, wanted // multiple * multiple)
-        return np.linspace(0, total - 1, count).round().astype(np.int64)
 
 
 def resolve_video(
