@@ -1,6 +1,7 @@
 """Benchmark vision-language packing and training (issue 16): ``ds pack --processor`` images/s (fetch
 through the media cache, decode, grid, expand, write the bytes into the rows), and training samples/s on
-packed rows against padded rows, same tiny Qwen2-VL (built from a config), same images, same code path.
+packed rows against padded rows and against TRL's VLM SFT trainer, same tiny Qwen2-VL (built from a
+config), same images.
 
 * ``pack``: `tunekit_tokenize.pack_files` with the processor, a cold media cache (every image read and
   decoded) and then a warm one, for each ``--workers`` count (2 or more starts a spawn process pool
@@ -11,16 +12,18 @@ packed rows against padded rows, same tiny Qwen2-VL (built from a config), same 
   both sides see the same samples per step), padded to the longest: the layout of TRL's VLM SFT path
   (``DataCollatorForVisionLanguageModeling``, one sample per row).
 
-TRL itself is not run: its VLM path needs the model's ``ProcessorMixin`` (``Qwen2VLProcessor``), which in
-transformers 5 loads a video processor that needs torchvision, and torchvision is not installed next to
-the CUDA torch build uv installs. The padded side reproduces its layout with tunekit's own collate, so
-the ratio measures packing against padding. Both sides time collate (pixel values with transformers'
-image processor) + forward + backward + AdamW step, after ``--warmup`` steps.
+* ``trl``: `trl.SFTTrainer` itself (`trl_peer`), batches of the same ``B`` samples; its collator
+  tokenizes with the processor's chat template and processes the images on every step. Skipped with
+  ``--no-trl`` (TRL and torchvision are in the ``bench`` group only).
+
+Every side times collate (pixel values with transformers' image processor) + forward + backward +
+AdamW step, after ``--warmup`` steps.
 
 Usage::
 
-    uv run python benchmarks/vlm/bench_vlm.py                       # 600 images, 30 steps each
-    uv run python benchmarks/vlm/bench_vlm.py --images 60 --steps 4 --warmup 1   # toy
+    uv run --group bench python benchmarks/vlm/bench_vlm.py         # 600 images, 30 steps each
+    uv run --group bench python benchmarks/vlm/bench_vlm.py --images 60 --steps 4 --warmup 1   # toy
+    uv run python benchmarks/vlm/bench_vlm.py --no-trl              # without the bench group
 
 Prints a table, then one line of JSON with every figure.
 """
@@ -140,6 +143,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--workers", default="1,2", help="ds pack worker processes, comma-separated (each timed)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trl", action=argparse.BooleanOptionalAction, default=True, help="run TRL's SFTTrainer as the peer (bench group)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="tunekit-bench-vlm-"))
     try:
@@ -148,6 +152,13 @@ def main() -> None:
         data = make_images(root, args.images, args.seed)
         figures = {"images_generated": args.images, **bench_pack(data, processor, root / "packed", root / "cache", [int(w) for w in args.workers.split(",")], args.max_length)}
         figures.update(bench_train(root / "packed", model_dir, steps=args.steps, warmup=args.warmup))
+        if args.trl:
+            from benchmarks.vlm.trl_peer import bench_trl
+
+            batch = int(figures["padded_batch"])
+            figures.update(bench_trl(data, processor, model_dir, root / "trl", batch=batch, steps=args.steps, warmup=args.warmup))
+            figures["speedup_packed_vs_trl"] = figures["packed_samples_per_s"] / figures["trl_samples_per_s"]
+            figures["speedup_padded_vs_trl"] = figures["padded_samples_per_s"] / figures["trl_samples_per_s"]
     finally:
         shutil.rmtree(root, ignore_errors=True)
     for key, value in figures.items():

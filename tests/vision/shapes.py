@@ -113,3 +113,37 @@ def colour_record(uri: str, colour: str, *, question: str = "What colour is the 
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path
+
+
+def square_video(colour: str, *, frames: int = 8, size: int = 32, fps: int = 4, fmt: str = "mp4", seed: int = 0) -> bytes:
+    """A ``fmt`` (mp4, mkv, mov) video (PyAV, MPEG-4 Part 2) of a filled square of ``colour`` moving on a white background."""
+    import av
+    import numpy as np
+
+    rng = random.Random(seed)
+    side = rng.randint(size // 3, size // 2)
+    x, y = rng.randint(0, size - side - 4), rng.randint(0, size - side)
+    out = io.BytesIO()
+    with av.open(out, mode="w", format={"mkv": "matroska"}.get(fmt, fmt)) as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            pixels = np.full((size, size, 3), 255, dtype=np.uint8)
+            step = i % 4  # the square moves right and back
+            pixels[y : y + side, x + step : x + step + side] = COLOURS[colour]
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode())
+    return out.getvalue()
+
+
+def video_record(uri: str, colour: str, *, fmt: str = "mp4", question: str = "What colour is the square?") -> dict:
+    """A Converse SFT record: a video and a question, answered with the colour."""
+    video = {"video": {"format": fmt, "source": {"s3Location": {"uri": uri}}}}
+    return {
+        "schemaVersion": "bedrock-conversation-2024",
+        "messages": [
+            {"role": "user", "content": [video, {"text": question}]},
+            {"role": "assistant", "content": [{"text": colour}]},
+        ],
+    }

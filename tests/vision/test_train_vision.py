@@ -49,7 +49,7 @@ def test_mrope_matches_the_models_rope_index(tmp_path, processor_dir, vlm_dir) -
             seg_grids = grids[image_starts[s] : image_starts[s + 1]]
             types = torch.from_numpy((ids == collate.image_token_id).astype(np.int64))[None]
             theirs, _ = model.model.get_rope_index(torch.from_numpy(ids)[None], types, image_grid_thw=torch.from_numpy(seg_grids.astype(np.int64)))
-            ours = mrope_positions(ids, collate.image_token_id, seg_grids, collate.merge)
+            ours = mrope_positions(ids, {collate.image_token_id: seg_grids}, collate.merge)
             assert np.array_equal(ours, theirs[:, 0].numpy())
             checked += len(seg_grids)
     assert checked == 3

@@ -43,9 +43,11 @@ def pack(
     endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint for s3:// inputs and outputs (default: $AWS_ENDPOINT_URL, else AWS)")] = None,
     engine: Annotated[str, typer.Option(help="local | ray (tokenized and written by tasks of a Ray cluster, packed here)")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="with --engine ray: auto | ray://HOST:PORT | HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")] = None,
-    processor: Annotated[str | None, typer.Option(help="vision-language model directory (preprocessor_config.json + tokenizer): images are fetched, decoded and expanded into their tokens, rows carry the image bytes")] = None,
+    processor: Annotated[str | None, typer.Option(help="vision-language model directory (preprocessor_config.json + tokenizer): images and videos are fetched, decoded and expanded into their tokens, rows carry the image bytes and sampled video frames")] = None,
     media_cache: Annotated[str | None, typer.Option(help="media cache directory (default: $TUNEKIT_CACHE/media, else ~/.cache/tunekit/media)")] = None,
-    max_image_pixels: Annotated[int, typer.Option(help="with --processor: reject images with more pixels (before decoding)")] = 50_000_000,
+    max_image_pixels: Annotated[int, typer.Option(help="with --processor: reject images (video frames) with more pixels (before decoding)")] = 50_000_000,
+    video_fps: Annotated[float, typer.Option(help="with --processor: video frames sampled per second of video, in (0, 60]")] = 2.0,
+    video_max_frames: Annotated[int, typer.Option(help="with --processor: at most this many frames of a video, in [2, 768]")] = 128,
     rejects_out: Annotated[str | None, typer.Option(help="write every rejected record here (JSONL: file, line, field, reason, rule, record)")] = None,
 ) -> int:
     """Tokenize with the chat template (exact loss masks) and pack with global best-fit decreasing."""
@@ -60,6 +62,8 @@ def pack(
     if output is None:
         msg = "-o/--output is required (or use --explain N to inspect one record)"
         raise UsageError(msg)
+    from tunekit_data.media import VideoSampling
+
     with _progress(enabled=not json_output) as on_progress:
         result = _pack_files(engine, ray_address)(
             paths,
@@ -78,6 +82,7 @@ def pack(
             processor=processor,
             media_cache=media_cache,
             max_image_pixels=max_image_pixels,
+            video=VideoSampling(video_fps, video_max_frames),
             rejects_out=rejects_out,
         )
     if json_output:
@@ -139,6 +144,8 @@ def _print_summary(result: "tk.PackResult") -> None:
     table.add_row("tokens", f"{stats['tokens']:,} ({stats['trained_tokens']:,} trained)")
     if "images" in stats:
         table.add_row("images", f"{stats['images']:,} (bytes carried in the rows)")
+    if stats.get("videos"):
+        table.add_row("videos", f"{stats['videos']:,} (sampled frames carried in the rows)")
     table.add_row("rows", f"{stats['bins']:,} of {manifest['max_length']:,} tokens (lower bound {stats['lower_bound_bins']:,})")
     table.add_row("packing efficiency", f"{stats['packing_efficiency']:.5f} (best possible {stats['efficiency_upper_bound']:.5f})")
     if stats["truncated"] or stats["dropped"] or stats["split_documents"]:

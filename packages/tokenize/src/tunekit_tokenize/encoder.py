@@ -25,7 +25,7 @@ from tunekit_data.examples import ChatExample, Example, Message, PreferenceExamp
 from tunekit_tokenize.chat_template import ChatTemplate, TemplateRenderError, resolve_template
 from tunekit_tokenize.masks import LossOn, MaskError, Span, chat_spans, response_span
 from tunekit_tokenize.tokenizer import TokenizerBundle
-from tunekit_tokenize.vision import ImageInputs, ImageRef
+from tunekit_tokenize.vision import MediaInputs, MediaRef
 
 Kind = Literal["sft", "dpo", "cpt"]
 IGNORE_INDEX = -100
@@ -71,13 +71,13 @@ class TokenSequence:
     """One token sequence: ``input_ids`` (int32) and ``trained`` (bool, the loss policy's tokens).
 
     ``prompt_len`` (preference answers only) is the index of the first answer token. ``images`` are the
-    sequence's images in the order of their (expanded) placeholder tokens.
+    sequence's images and videos in the order of their (expanded) placeholder tokens.
     """
 
     input_ids: np.ndarray
     trained: np.ndarray
     prompt_len: int = 0
-    images: tuple[ImageRef, ...] = ()
+    images: tuple[MediaRef, ...] = ()
 
     @property
     def labels(self) -> np.ndarray:
@@ -109,19 +109,19 @@ class _Plan:
     kind: Kind
     texts: tuple[str, ...]
     spans: tuple[tuple[Span, ...], ...]
-    images: tuple[ImageRef, ...] = ()
+    images: tuple[MediaRef, ...] = ()
 
 
 class Encoder:
     """Renders and tokenizes examples for one tokenizer, chat template and loss policy.
 
     ``template`` may be None for text-only data; chat examples then raise UsageError. With ``images``
-    (a vision-language processor), image parts are fetched, decoded and expanded into their tokens
-    (`tunekit_tokenize.vision`); without, a record with media is rejected.
+    (a vision-language processor), image and video parts are fetched, decoded and expanded into their
+    tokens (`tunekit_tokenize.vision`); without, a record with media is rejected.
     """
 
     def __init__(
-        self, bundle: TokenizerBundle, template: ChatTemplate | None, loss_on: LossOn, images: ImageInputs | None = None
+        self, bundle: TokenizerBundle, template: ChatTemplate | None, loss_on: LossOn, images: MediaInputs | None = None
     ) -> None:
         self.bundle = bundle
         self.template = template
@@ -152,7 +152,7 @@ class Encoder:
         if isinstance(example, TextExample):
             return _Plan("cpt", (example.text,), ())
         messages = example.messages if isinstance(example, ChatExample) else example.prompt
-        images: tuple[ImageRef, ...] = ()
+        images: tuple[MediaRef, ...] = ()
         if self.images is None:
             if reject := _media_reject(messages):
                 return reject
@@ -162,7 +162,7 @@ class Encoder:
             if resolved.problem is not None:
                 field, problem = resolved.problem
                 return Reject(f"media-{problem.kind}", f"[{problem.kind}] {problem.message}", field)
-            dicts, images = resolved.messages, resolved.images
+            dicts, images = resolved.messages, resolved.media
         template = self._require_template()
         special = self.bundle.special_tokens
         try:
@@ -215,18 +215,24 @@ class Encoder:
             sequences.append(TokenSequence(ids, trained, prompt_len, plan.images))
         return Encoded(plan.kind, tuple(sequences), plan.texts)
 
-    def _expand_images(self, ids: np.ndarray, trained: np.ndarray, images: tuple[ImageRef, ...]) -> tuple[np.ndarray, np.ndarray] | Reject:
-        """Each image placeholder token repeated as many times as the image has tokens; never trained."""
+    def _expand_images(self, ids: np.ndarray, trained: np.ndarray, media: tuple[MediaRef, ...]) -> tuple[np.ndarray, np.ndarray] | Reject:
+        """Each image (video) placeholder token repeated as many times as the image (video) has
+        tokens; never trained."""
         assert self.images is not None
         processor = self.images.processor
-        is_image = ids == processor.image_token_id
-        if int(is_image.sum()) != len(images):
-            msg = f"the rendered text has {int(is_image.sum())} image placeholder tokens for {len(images)} image(s) (does the text contain {processor.placeholder!r}?)"
+        vision_ids = [i for i in (processor.image_token_id, processor.video_token_id) if i is not None]
+        is_vision = np.isin(ids, vision_ids)
+        expected = [processor.token_id(ref.kind) for ref in media]
+        if ids[is_vision].tolist() != expected:
+            msg = (
+                f"the rendered text has {int(is_vision.sum())} image/video placeholder tokens for {len(media)} image(s) and video(s)"
+                f" (does the text contain {processor.placeholder('image')!r} or {processor.placeholder('video')!r}?)"
+            )
             return Reject("placeholder-mismatch", msg)
         counts = np.ones(len(ids), dtype=np.int64)
-        counts[is_image] = [processor.tokens(image.grid) for image in images]
+        counts[is_vision] = [processor.tokens(ref.grid) for ref in media]
         ids = np.repeat(ids, counts)
-        return ids, np.repeat(trained, counts) & (ids != processor.image_token_id)
+        return ids, np.repeat(trained, counts) & ~np.isin(ids, vision_ids)
 
     def _finish_text(self, plan: _Plan, encoding: Encoding) -> Encoded | Reject:
         eos = self.bundle.eos_id

@@ -30,7 +30,7 @@ from tunekit_data.convert.sources import discover
 from tunekit_data.cores import available_cores
 from tunekit_data.errors import DataError, InputError, UsageError
 from tunekit_data.examples import Example, SourceRecord
-from tunekit_data.media import MediaCache, default_cache_dir
+from tunekit_data.media import MediaCache, VideoSampling, default_cache_dir
 from tunekit_data.media.images import MAX_PIXELS
 from tunekit_data.s3 import is_s3
 from tunekit_tokenize.cache import cache_key, cached_pack, describe_source
@@ -43,7 +43,7 @@ from tunekit_tokenize.spool import SequenceStore, Spool
 from tunekit_tokenize.stats import Tally, summarize
 from tunekit_tokenize.tokenizer import TokenizerBundle, load_tokenizer
 from tunekit_tokenize.truncation import TRUNCATION_POLICIES, Truncation
-from tunekit_tokenize.vision import ImageInputs, VisionProcessor, load_processor
+from tunekit_tokenize.vision import MediaInputs, VisionProcessor, load_processor
 from tunekit_tokenize.workers import BATCH_SIZE, Batch, BatchResult, EncodeJob, encode_batches
 from tunekit_tokenize.writer import MediaColumns, publish, staging_dir, write_json, write_shards
 
@@ -104,6 +104,7 @@ def pack(
     processor: str | Path | None = None,
     media_cache: str | Path | None = None,
     max_image_pixels: int = MAX_PIXELS,
+    video: VideoSampling | None = None,
     rejects_out: str | None = None,
 ) -> PackResult:
     """Tokenize ``examples`` and pack them into ``out_dir`` (layout: `tunekit_tokenize.manifest`).
@@ -129,13 +130,15 @@ def pack(
         progress: called as work advances (see `Progress`).
         engine: where records are encoded and rows written (default: `LocalEngine`, this machine's
             processes; ``tunekit_tokenize.ray_pack`` runs both as Ray tasks, reading its own inputs).
-        processor: a vision-language model directory (``preprocessor_config.json``): image parts are
-            fetched, decoded and expanded into their tokens (`tunekit_tokenize.vision`), and the rows
-            carry the images' bytes; a record whose image fails is rejected. Packs on this machine only,
+        processor: a vision-language model directory (``preprocessor_config.json``): image and video
+            parts are fetched, decoded (videos sampled to frames) and expanded into their tokens
+            (`tunekit_tokenize.vision`), and the rows carry the images' bytes and the videos' sampled
+            frames; a record whose image or video fails is rejected. Packs on this machine only,
             with ``truncation="drop"``, and is never reused from the content-hash cache (its images
             are not hashed).
         media_cache: the media cache directory (default `tunekit_data.media.default_cache_dir`).
-        max_image_pixels: images with more pixels are rejected before decoding.
+        max_image_pixels: images (video frames) with more pixels are rejected before decoding.
+        video: how videos are sampled (default `VideoSampling`: 2 frames a second, at most 128).
         rejects_out: write every rejected record here (JSONL: file, line, field, reason, rule, record).
 
     Raises:
@@ -148,7 +151,7 @@ def pack(
     chat_template = resolve_template(bundle, template)
     images = None
     if processor is not None:
-        images = _image_inputs(load_processor(processor, bundle), media_cache, truncation, engine, max_image_pixels)
+        images = _media_inputs(load_processor(processor, bundle), media_cache, truncation, engine, max_image_pixels, video or VideoSampling())
         sources = None  # images are not part of the content hash (see the docstring)
     remote = str(out_dir) if is_s3(str(out_dir)) else None
     if remote is not None:
@@ -183,10 +186,10 @@ def pack(
     return result
 
 
-def _image_inputs(
-    processor: VisionProcessor, cache: str | Path | None, truncation: Truncation, engine: PackEngine | None, max_pixels: int
-) -> ImageInputs:
-    problems = []
+def _media_inputs(
+    processor: VisionProcessor, cache: str | Path | None, truncation: Truncation, engine: PackEngine | None, max_pixels: int, video: VideoSampling
+) -> MediaInputs:
+    problems = video.problems("--video-fps", "--video-max-frames")
     if truncation != "drop":
         problems.append(f"--truncation {truncation} would cut images apart; vision packs drop long examples (--truncation drop)")
     if engine is not None:
@@ -195,7 +198,7 @@ def _image_inputs(
         problems.append(f"--max-image-pixels must be at least 1, got {max_pixels}")
     if problems:
         raise UsageError("; ".join(problems))
-    return ImageInputs(processor, Path(cache) if cache is not None else default_cache_dir(), max_pixels)
+    return MediaInputs(processor, Path(cache) if cache is not None else default_cache_dir(), max_pixels, video)
 
 
 def _check_s3_output(uri: str) -> None:
@@ -272,8 +275,8 @@ class LocalEngine:
     """Encoding on this machine's process pool (``workers``), spooled to disk; shards written here."""
 
     workers: int
-    images: ImageInputs | None = None
-    """A vision pack's image inputs: the rows get their images' bytes from this media cache."""
+    images: MediaInputs | None = None
+    """A vision pack's media inputs: the rows get their images' (videos' frames) bytes from this media cache."""
 
     def encode(self, examples: Iterable[PackInput], job: EncodeJob, staging: Path, notify: Progress, tally: Tally) -> SequenceStore:
         """See `PackEngine.encode`."""
@@ -343,8 +346,11 @@ def _build(
         notify("write", rows_written, len(bins))
 
     shards = engine.write(staging, spool, bins, kind=pack_kind, max_length=options.max_length, on_rows=on_rows)
-    image_count = sum(len(refs) for refs in spool.images) if isinstance(spool, Spool) and images is not None else None
-    stats = summarize(tally, spool, bins, kind=pack_kind, max_length=options.max_length, images=image_count)
+    media = None
+    if isinstance(spool, Spool) and images is not None:
+        kinds = [ref.kind for refs in spool.images for ref in refs]
+        media = {"images": kinds.count("image"), "videos": kinds.count("video")}
+    stats = summarize(tally, spool, bins, kind=pack_kind, max_length=options.max_length, media=media)
     manifest = build_manifest(
         kind=pack_kind,
         bundle=bundle,
@@ -355,7 +361,7 @@ def _build(
         sources=provenance.sources,
         reader_options=provenance.reader_options,
         cache_key=provenance.cache_key,
-        vision=images.processor.describe() if images is not None else None,
+        vision=images.describe() if images is not None else None,
     )
     write_json(staging / STATS_FILE, stats)
     write_json(staging / MANIFEST_FILE, manifest)

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from tunekit_tokenize.encoder import TokenSequence
-from tunekit_tokenize.vision import ImageRef
+from tunekit_tokenize.vision import MediaRef
 
 
 @dataclass(slots=True)
@@ -33,7 +33,7 @@ class SpoolBatch:
     records: np.ndarray
     prompt_lens: np.ndarray
     is_chosen: np.ndarray
-    images: list[tuple[ImageRef, ...]]
+    images: list[tuple[MediaRef, ...]]
 
     @classmethod
     def from_sequences(cls, sequences: list[TokenSequence], records: list[int], is_chosen: list[bool]) -> SpoolBatch:
@@ -80,7 +80,7 @@ class Spool:
     records: np.ndarray
     prompt_lens: np.ndarray
     is_chosen: np.ndarray
-    images: list[tuple[ImageRef, ...]]
+    images: list[tuple[MediaRef, ...]]
 
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)

@@ -52,9 +52,9 @@ class Tally:
         return sum(self.rejected.values())
 
 
-def summarize(tally: Tally, spool: SequenceStore, bins: Bins, *, kind: Kind, max_length: int, images: int | None = None) -> dict[str, object]:
-    """The ``stats.json`` payload: counts, packing efficiency against its lower bound, lengths (and the
-    images in the rows, of a vision pack)."""
+def summarize(tally: Tally, spool: SequenceStore, bins: Bins, *, kind: Kind, max_length: int, media: dict[str, int] | None = None) -> dict[str, object]:
+    """The ``stats.json`` payload: counts, packing efficiency against its lower bound, lengths (and
+    ``media``: the images and videos in the rows of a vision pack)."""
     lengths = spool.lengths
     tokens = int(lengths.sum())
     fill = bins.totals(spool.item_lengths(sequences_per_item(kind)))
@@ -86,8 +86,8 @@ def summarize(tally: Tally, spool: SequenceStore, bins: Bins, *, kind: Kind, max
         "length_histogram": histogram(lengths, max_length),
         "reject_samples": tally.reject_samples,
     }
-    if images is not None:
-        stats["images"] = images
+    if media is not None:
+        stats.update(media)
     if kind == "dpo":
         stats["pairs"] = len(lengths) // 2
     return stats

@@ -25,7 +25,7 @@ from tunekit_tokenize.encoder import IGNORE_INDEX, Kind, sequences_per_item
 from tunekit_tokenize.manifest import DATA_DIR, is_packed_dir
 from tunekit_tokenize.packer import Bins
 from tunekit_tokenize.spool import SequenceStore
-from tunekit_tokenize.vision import ImageRef
+from tunekit_tokenize.vision import MediaRef
 
 if TYPE_CHECKING:
     from tunekit_data.media import MediaCache
@@ -89,26 +89,35 @@ def shard_ranges(bin_tokens: np.ndarray) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class MediaColumns:
-    """Where a vision pack's image columns come from: each sequence's images, and the cache holding their bytes."""
+    """Where a vision pack's media columns come from: each sequence's images and videos, and the cache
+    holding their bytes (an image's file, a video's sampled frames as ``.npy``)."""
 
-    images: list[tuple[ImageRef, ...]]
+    images: list[tuple[MediaRef, ...]]
     cache: MediaCache
 
     def columns(self, sequences: np.ndarray, seg_offsets: np.ndarray) -> dict[str, pa.Array]:
-        """``image_bytes`` and ``image_grid_thw`` (t, h, w per image) per row, ``seq_images`` per segment."""
+        """Per row ``image_bytes`` and ``image_grid_thw`` (t, h, w per image), per segment
+        ``seq_images``; the same for videos (``video_bytes``, ``video_grid_thw``, ``seq_videos``)."""
         per_sequence = [self.images[s] for s in sequences.tolist()]
+        columns: dict[str, pa.Array] = {}
+        for kind in ("image", "video"):
+            refs = [tuple(ref for ref in seq if ref.kind == kind) for seq in per_sequence]
+            columns.update(self._kind(kind, refs, seg_offsets))
+        return columns
+
+    def _kind(self, kind: str, per_sequence: list[tuple[MediaRef, ...]], seg_offsets: np.ndarray) -> dict[str, pa.Array]:
         counts = np.array([len(refs) for refs in per_sequence], dtype=np.int32)
         flat = [ref for refs in per_sequence for ref in refs]
-        image_offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])[seg_offsets]
+        offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])[seg_offsets]
         blobs = [self.cache.get(ref.key) for ref in flat]
-        # int64 offsets: a shard's images may pass 2 GiB
+        # int64 offsets: a shard's images (videos) may pass 2 GiB
         blob_offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs], dtype=np.int64)])
         data = pa.Array.from_buffers(pa.large_binary(), len(blobs), [None, pa.py_buffer(blob_offsets), pa.py_buffer(b"".join(blobs))])
         grids = np.array([ref.grid for ref in flat], dtype=np.int32).reshape(-1)
         return {
-            "image_bytes": pa.ListArray.from_arrays(_arrow(image_offsets.astype(np.int32)), data),
-            "image_grid_thw": pa.ListArray.from_arrays(_arrow((image_offsets * 3).astype(np.int32)), _arrow(grids)),
-            "seq_images": pa.ListArray.from_arrays(_arrow(seg_offsets.astype(np.int32)), _arrow(counts)),
+            f"{kind}_bytes": pa.ListArray.from_arrays(_arrow(offsets.astype(np.int32)), data),
+            f"{kind}_grid_thw": pa.ListArray.from_arrays(_arrow((offsets * 3).astype(np.int32)), _arrow(grids)),
+            f"seq_{kind}s": pa.ListArray.from_arrays(_arrow(seg_offsets.astype(np.int32)), _arrow(counts)),
         }
 
 

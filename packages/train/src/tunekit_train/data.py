@@ -34,8 +34,8 @@ from tunekit_train.attention import Backend, attention_kwargs
 
 IGNORE = -100
 REQUIRED_COLUMNS = ("input_ids", "labels", "position_ids", "seq_lens")
-TOKEN_COLUMNS = ("input_ids", "labels", "position_ids", "image_bytes", "image_grid_thw")
-"""Per-token columns (and a vision pack's images): nearly all of a pack's bytes, read lazily by the ranks
+TOKEN_COLUMNS = ("input_ids", "labels", "position_ids", "image_bytes", "image_grid_thw", "video_bytes", "video_grid_thw")
+"""Per-token columns (and a vision pack's images and videos): nearly all of a pack's bytes, read lazily by the ranks
 of a multi-process job."""
 
 

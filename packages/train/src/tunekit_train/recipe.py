@@ -37,6 +37,7 @@ from pydantic import (
 )
 
 from tunekit_data.errors import ConfigError
+from tunekit_data.video_sampling import MAX_FPS, MAX_SAMPLED_FRAMES, VideoSampling
 
 
 def _lower(value: object) -> object:
@@ -274,6 +275,12 @@ class MmCfg(_Section):
     ``visual.merger``) frozen. No effect on text-only models."""
     video_projector: Freeze = Freeze()
     """No effect on text-only models."""
+    video_fps: float = Field(VideoSampling.fps, gt=0, le=MAX_FPS)
+    """Vision-language models: video frames sampled per second of video when ``train run`` packs raw
+    data (``ds pack --video-fps``; a packed dataset keeps the sampling it was packed with)."""
+    video_max_frames: int = Field(VideoSampling.max_frames, ge=2, le=MAX_SAMPLED_FRAMES)
+    """At most this many frames of a video (``ds pack --video-max-frames``); a multiple of the model's
+    temporal patch is kept."""
 
 
 class LoaderArgs(_Section):

@@ -75,10 +75,11 @@ def _pack(path: Path, *, config: TrainingConfig, tokenizer: Path | None, out_dir
             str(path),
             ["raw data is packed on the fly and needs a tokenizer: set run.tokenizer_name_or_path or add tokenizer files to the model directory"],
         )
+    from tunekit_data.media import VideoSampling
     from tunekit_tokenize import pack_files
     from tunekit_tokenize.vision import PROCESSOR_FILE
 
-    # A vision-language model's directory has its image processor: images are packed with it.
+    # A vision-language model's directory has its image processor: images and videos are packed with it.
     processor = tokenizer if (tokenizer / PROCESSOR_FILE).is_file() else None
     pack_files(
         [str(path)],
@@ -89,5 +90,6 @@ def _pack(path: Path, *, config: TrainingConfig, tokenizer: Path | None, out_dir
         max_invalid_percent=config.allow_percentage_invalid_samples,
         seed=config.seed,
         processor=processor,
+        video=VideoSampling(config.model.mm_cfg.video_fps, config.model.mm_cfg.video_max_frames),
     )
     return out_dir

@@ -1,9 +1,14 @@
-"""Vision-language batches: packed rows whose segments carry images (``ds pack --processor``).
+"""Vision-language batches: packed rows whose segments carry images and videos (``ds pack --processor``).
 
-A row keeps its segments packed: each segment's images are in ``image_bytes`` (with their patch grids)
-and its image placeholder tokens are already expanded. The collate turns the images into pixel values
-with transformers' own image processor (built from the settings the manifest recorded, so training
-needs neither the processor directory nor S3) and checks that its grids equal the packed ones.
+A row keeps its segments packed: each segment's images are in ``image_bytes`` and its videos' sampled
+frames in ``video_bytes`` (with their patch grids), and its placeholder tokens are already expanded.
+The collate turns them into pixel values with transformers' own image processor (built from the
+settings the manifest recorded, so training needs neither the processor directory nor S3) and checks
+that its grids equal the packed ones. Videos: transformers' Qwen2-VL video processor needs torchvision,
+which tunekit does not install beside the CUDA torch build; the packed frames are already at their
+target size, so the image processor (no resize then) normalises and patches each frame, and
+`video_patches` pairs consecutive frames into temporal patches exactly as the video processor lays
+them out (tests compare the two where torchvision is installed).
 
 Qwen2-VL's multimodal rotary positions (M-RoPE: temporal, height, width) are computed per segment, so
 every packed sequence sees its positions from 0 exactly as it would alone; the model takes them with
@@ -18,6 +23,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,15 +43,19 @@ def is_vision_pack(manifest: dict[str, Any]) -> bool:
     return VISION_KEY in manifest
 
 
-def mrope_positions(ids: np.ndarray, image_token_id: int, grids: np.ndarray, merge: int) -> np.ndarray:
+def mrope_positions(ids: np.ndarray, grids: Mapping[int, np.ndarray], merge: int) -> np.ndarray:
     """Qwen2-VL's ``[3, len(ids)]`` positions of one sequence: text advances all three by one per token;
-    an image of grid (t, h, w) spans ``t * (h/merge) * (w/merge)`` tokens placed on their
-    (time, row, column) from the current position, which then advances by ``max(h, w) / merge``."""
+    an image or video of grid (t, h, w) spans ``t * (h/merge) * (w/merge)`` tokens placed on their
+    (time, row, column) from the current position, which then advances by ``max(h, w) / merge``.
+
+    ``grids``: per placeholder token id (image, video), the grids of that kind in token order."""
     out = np.empty((3, len(ids)), dtype=np.int64)
-    is_image = ids == image_token_id
+    is_vision = np.isin(ids, list(grids))
+    pending = {token: iter(g.reshape(-1, 3).tolist()) for token, g in grids.items()}
     cursor, offset = 0, 0
-    for t, h, w in grids.reshape(-1, 3).tolist():
-        start = cursor + int(np.argmax(is_image[cursor:]))
+    for _ in range(sum(len(g.reshape(-1, 3)) for g in grids.values())):
+        start = cursor + int(np.argmax(is_vision[cursor:]))
+        t, h, w = next(pending[int(ids[start])])
         out[:, cursor:start] = offset + np.arange(start - cursor)
         offset += start - cursor
         grid = np.meshgrid(np.arange(t), np.arange(h // merge), np.arange(w // merge), indexing="ij")
@@ -57,14 +67,21 @@ def mrope_positions(ids: np.ndarray, image_token_id: int, grids: np.ndarray, mer
     return out
 
 
+def _no_grids() -> torch.Tensor:
+    return torch.zeros(0, 3, dtype=torch.long)
+
+
 @dataclass
 class VisionBatch(Batch):
-    """A `Batch` with its images: ``pixel_values`` (patches of every image, in token order), their
-    ``image_grid_thw`` and the ``[3, rows, L]`` M-RoPE positions (`mrope_positions` per segment)."""
+    """A `Batch` with its images and videos: ``pixel_values`` (patches of every image, in token order),
+    their ``image_grid_thw``, the same for videos, and the ``[3, rows, L]`` M-RoPE positions
+    (`mrope_positions` per segment)."""
 
     pixel_values: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
-    image_grid_thw: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 3, dtype=torch.long))
+    image_grid_thw: torch.Tensor = field(default_factory=_no_grids)
     rope_positions: torch.Tensor = field(default_factory=lambda: torch.zeros(3, 0, 0, dtype=torch.long))
+    pixel_values_videos: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    video_grid_thw: torch.Tensor = field(default_factory=_no_grids)
 
     def to(self, device: torch.device) -> VisionBatch:
         """The same batch on ``device``."""
@@ -74,14 +91,18 @@ class VisionBatch(Batch):
             pixel_values=self.pixel_values.to(device),
             image_grid_thw=self.image_grid_thw.to(device),
             rope_positions=self.rope_positions.to(device),
+            pixel_values_videos=self.pixel_values_videos.to(device),
+            video_grid_thw=self.video_grid_thw.to(device),
         )
 
     def model_inputs(self, backend: Backend, dtype: torch.dtype) -> dict[str, Any]:
-        """`Batch.model_inputs` plus the images; positions: text positions first, then M-RoPE's three."""
+        """`Batch.model_inputs` plus the images and videos; positions: text positions first, then M-RoPE's three."""
         inputs = Batch.model_inputs(self, backend, dtype)
         inputs["position_ids"] = torch.cat([self.position_ids[None], self.rope_positions])
         if len(self.image_grid_thw):
             inputs.update(pixel_values=self.pixel_values, image_grid_thw=self.image_grid_thw)
+        if len(self.video_grid_thw):
+            inputs.update(pixel_values_videos=self.pixel_values_videos, video_grid_thw=self.video_grid_thw)
         return inputs
 
 
@@ -93,6 +114,7 @@ class VisionCollate:
     """The manifest's ``vision`` entry."""
     merge: int
     _processor: Any = field(default=None, repr=False)
+    _frame_processor: Any = field(default=None, repr=False)
 
     @classmethod
     def for_manifest(cls, manifest: dict[str, Any]) -> VisionCollate:
@@ -105,6 +127,12 @@ class VisionCollate:
         """The id of the (expanded) image placeholder token."""
         return int(self.vision["image_token_id"])
 
+    @property
+    def video_token_id(self) -> int | None:
+        """The id of the (expanded) video placeholder token; None in packs made before videos were."""
+        token = self.vision.get("video_token_id")
+        return None if token is None else int(token)
+
     def pixels(self, blobs: list[bytes], grids: np.ndarray, where: str) -> np.ndarray:
         """Pixel patches of ``blobs`` (transformers' processor); InputError when its grids differ from the pack's."""
         from PIL import Image
@@ -113,35 +141,98 @@ class VisionCollate:
             self._processor = image_processor(self.vision["image_processor"])
         images = [Image.open(io.BytesIO(blob)).convert("RGB") for blob in blobs]
         out = self._processor(images=images, return_tensors="np")
-        if not np.array_equal(out["image_grid_thw"].reshape(-1), grids.reshape(-1)):
-            msg = f"{where}: the image processor gives grids {out['image_grid_thw'].tolist()}, the pack has {grids.reshape(-1, 3).tolist()} (packed with other processor settings?)"
-            raise InputError(msg)
+        _check_grids(out["image_grid_thw"], grids, where)
         return out["pixel_values"]
+
+    def video_pixels(self, blobs: list[bytes], grids: np.ndarray, where: str) -> np.ndarray:
+        """Pixel patches of videos' packed frames (``.npy`` blobs), laid out as transformers' Qwen2-VL
+        video processor lays them out; InputError when the grids differ from the pack's."""
+        settings = self.vision.get("video_processor") or self.vision["image_processor"]
+        temporal = int(settings.get("temporal_patch_size", 2))
+        if self._frame_processor is None:
+            # One frame per temporal step; `video_patches` pairs the frames up.
+            self._frame_processor = image_processor({**settings, "temporal_patch_size": 1})
+        patches, found = [], []
+        for blob in blobs:
+            frames = np.load(io.BytesIO(blob), allow_pickle=False)
+            out = self._frame_processor(images=list(frames), return_tensors="np")
+            _, h, w = out["image_grid_thw"][0].tolist()
+            patches.append(video_patches(out["pixel_values"], len(frames), temporal))
+            found.append((len(frames) // temporal, h, w))
+        _check_grids(np.array(found), grids, where)
+        return np.concatenate(patches)
 
     def __call__(self, rows: list[dict[str, np.ndarray]], *, flatten: bool, pad_id: int = 0) -> VisionBatch:
         text = collate(rows, flatten=flatten, pad_id=pad_id)
         rope = text.position_ids[None].repeat(3, 1, 1)  # padding and text-only segments: text positions
-        pixels, grids = [], []
+        media: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {"image": ([], []), "video": ([], [])}
         at = [0] * text.input_ids.shape[0]  # next token of each batch row (one row when flattened)
         for r, row in enumerate(rows):
             b = 0 if flatten else r
-            image_starts = np.concatenate([[0], np.cumsum(row["seq_images"])])
-            row_grids = np.asarray(row["image_grid_thw"]).reshape(-1, 3)
+            kinds = {kind: _RowMedia(row, kind) for kind in ("image", "video")}
             for s, n in enumerate(row["seq_lens"].tolist()):
                 start, at[b] = at[b], at[b] + n
-                seg_grids = row_grids[image_starts[s] : image_starts[s + 1]]
-                if len(seg_grids):
+                seg_grids = {self._token(kind): media_of.segment(s) for kind, media_of in kinds.items()}
+                if any(len(g) for g in seg_grids.values()):
                     segment = text.input_ids[b, start : start + n].numpy()
-                    rope[:, b, start : start + n] = torch.from_numpy(mrope_positions(segment, self.image_token_id, seg_grids, self.merge))
-            if len(row_grids):
-                pixels.append(self.pixels(list(row["image_bytes"]), row_grids, f"a row of {len(row['seq_lens'])} segments"))
-                grids.append(row_grids)
+                    rope[:, b, start : start + n] = torch.from_numpy(mrope_positions(segment, seg_grids, self.merge))
+            where = f"a row of {len(row['seq_lens'])} segments"
+            for kind, media_of in kinds.items():
+                if len(media_of.grids):
+                    convert = self.pixels if kind == "image" else self.video_pixels
+                    media[kind][0].append(convert(media_of.blobs, media_of.grids, where))
+                    media[kind][1].append(media_of.grids)
+        (images, image_grids), (videos, video_grids) = media["image"], media["video"]
         return VisionBatch(
             **{name: getattr(text, name) for name in Batch.__dataclass_fields__},
-            pixel_values=torch.from_numpy(np.concatenate(pixels)) if pixels else torch.zeros(0),
-            image_grid_thw=torch.from_numpy(np.concatenate(grids).astype(np.int64)) if grids else torch.zeros(0, 3, dtype=torch.long),
+            pixel_values=_cat(images, torch.zeros(0)),
+            image_grid_thw=_cat(image_grids, _no_grids(), np.int64),
             rope_positions=rope,
+            pixel_values_videos=_cat(videos, torch.zeros(0)),
+            video_grid_thw=_cat(video_grids, _no_grids(), np.int64),
         )
+
+    def _token(self, kind: str) -> int:
+        token = self.image_token_id if kind == "image" else self.video_token_id
+        return -1 if token is None else token  # -1: no token matches; such packs hold no videos
+
+
+class _RowMedia:
+    """One kind's media (image or video) of a packed row: blobs, grids, and where each segment's start."""
+
+    def __init__(self, row: dict[str, np.ndarray], kind: str) -> None:
+        counts = row.get(f"seq_{kind}s")  # absent in packs made before videos were
+        counts = np.zeros(len(row["seq_lens"]), dtype=np.int64) if counts is None else counts
+        self.blobs: list[bytes] = list(row.get(f"{kind}_bytes", []))
+        self.grids = np.asarray(row.get(f"{kind}_grid_thw", []), dtype=np.int64).reshape(-1, 3)
+        self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    def segment(self, s: int) -> np.ndarray:
+        """The grids of segment ``s``."""
+        return self.grids[self.starts[s] : self.starts[s + 1]]
+
+
+def _cat(parts: list[np.ndarray], empty: torch.Tensor, dtype: Any = None) -> torch.Tensor:
+    if not parts:
+        return empty
+    joined = np.concatenate(parts)
+    return torch.from_numpy(joined.astype(dtype) if dtype is not None else joined)
+
+
+def _check_grids(found: np.ndarray, packed: np.ndarray, where: str) -> None:
+    if not np.array_equal(np.asarray(found).reshape(-1), packed.reshape(-1)):
+        msg = f"{where}: the processor gives grids {np.asarray(found).reshape(-1, 3).tolist()}, the pack has {packed.reshape(-1, 3).tolist()} (packed with other processor settings?)"
+        raise InputError(msg)
+
+
+def video_patches(frame_patches: np.ndarray, frames: int, temporal: int) -> np.ndarray:
+    """Per-frame patches ``[frames * n, C * p * p]`` (the image processor at temporal patch 1) as one
+    video's ``[frames / temporal * n, C * temporal * p * p]``: each patch holds ``temporal``
+    consecutive frames of its place, channel-major, as Qwen2-VL's video processor flattens them."""
+    per_frame = frame_patches.shape[0] // frames
+    channels_pp = frame_patches.shape[1]
+    grouped = frame_patches.reshape(frames // temporal, temporal, per_frame, 3, channels_pp // 3)
+    return grouped.transpose(0, 2, 3, 1, 4).reshape(frames // temporal * per_frame, temporal * channels_pp)
 
 
 def load_images(refs: list[str]) -> list[Any]:
@@ -226,18 +317,20 @@ def batch_builder(manifest: dict[str, Any], *, pairs: bool) -> Any:
 
 
 def split_segments(row: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-    """Each segment of a packed vision row as a row of its own, with its images (the unpacked,
-    one-sample-per-row layout: padding instead of packing)."""
-    starts, image_starts = np.cumsum([0, *row["seq_lens"]]), np.cumsum([0, *row["seq_images"]])
-    grids = np.asarray(row["image_grid_thw"]).reshape(-1, 3)
+    """Each segment of a packed vision row as a row of its own, with its images and videos (the
+    unpacked, one-sample-per-row layout: padding instead of packing)."""
+    starts = np.cumsum([0, *row["seq_lens"]])
+    kinds = [kind for kind in ("image", "video") if f"seq_{kind}s" in row]
+    media = {kind: _RowMedia(row, kind) for kind in kinds}
     out = []
     for s, n in enumerate(row["seq_lens"].tolist()):
-        tokens, images = slice(starts[s], starts[s + 1]), slice(image_starts[s], image_starts[s + 1])
-        out.append({
-            **{name: row[name][tokens] for name in ("input_ids", "labels", "position_ids")},
-            "seq_lens": np.array([n], dtype=np.int32),
-            "seq_images": np.array([row["seq_images"][s]], dtype=np.int32),
-            "image_bytes": row["image_bytes"][images],
-            "image_grid_thw": grids[images].reshape(-1),
-        })
+        tokens = slice(starts[s], starts[s + 1])
+        segment = {name: row[name][tokens] for name in ("input_ids", "labels", "position_ids")}
+        segment["seq_lens"] = np.array([n], dtype=np.int32)
+        for kind, media_of in media.items():
+            first, last = media_of.starts[s], media_of.starts[s + 1]
+            segment[f"seq_{kind}s"] = np.array([last - first], dtype=np.int32)
+            segment[f"{kind}_bytes"] = row[f"{kind}_bytes"][first:last]
+            segment[f"{kind}_grid_thw"] = media_of.grids[first:last].reshape(-1)
+        out.append(segment)
     return out

@@ -33,10 +33,11 @@ class MediaProblem:
         return f"{file}:{line}: {field}: [{self.kind}] {self.message}"
 
 
-def _source_bytes(block: dict[str, Any], cache: MediaCache) -> tuple[str, bytes] | MediaProblem:
+def source_bytes(block: dict[str, Any], cache: MediaCache, kind: str = "image") -> tuple[str, bytes] | MediaProblem:
+    """(content key, bytes) of an image or video block's source, or a MediaProblem."""
     source = block.get("source")
     if not isinstance(source, dict):
-        return MediaProblem("bad-block", "image has no source")
+        return MediaProblem("bad-block", f"{kind} has no source")
     if "bytes" in source:
         raw = source["bytes"]
         try:
@@ -46,7 +47,7 @@ def _source_bytes(block: dict[str, Any], cache: MediaCache) -> tuple[str, bytes]
         return cache.put(data), data
     uri = (source.get("s3Location") or {}).get("uri")
     if not isinstance(uri, str):
-        return MediaProblem("bad-block", "image source has neither bytes nor s3Location.uri")
+        return MediaProblem("bad-block", f"{kind} source has neither bytes nor s3Location.uri")
     try:
         return cache.fetch(uri)
     except TunekitError as exc:
@@ -59,7 +60,7 @@ def resolve_image(
     """(content key, RGB ``PIL.Image``) of an image block, or a MediaProblem."""
     from PIL import Image, UnidentifiedImageError  # lazily: ds check never needs Pillow
 
-    got = _source_bytes(block, cache)
+    got = source_bytes(block, cache)
     if isinstance(got, MediaProblem):
         return got
     key, data = got
