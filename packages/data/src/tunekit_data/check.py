@@ -320,6 +320,18 @@ class Verdict(NamedTuple):
     block: Block | None
 
 
+def _count_problem(into: CheckSummary | Tally, problem: Problem, record: dict) -> None:
+    """Count one problem into a report or a task's tally: by rule, by severity, and among the first
+    ``SAMPLE`` kept whole."""
+    into.by_rule[problem.rule] += 1
+    if problem.severity == "warning":
+        into.warnings += 1
+    else:
+        into.errors += 1
+    if len(into.sample) < SAMPLE:
+        into.sample.append(record)
+
+
 def problem_record(source: Source, line: int, problem: Problem) -> dict:
     """A problem as the spool, ``--errors-out`` and ``--json`` hold it."""
     record = {"file": source.name, "line": line, **problem.to_dict()}
@@ -354,13 +366,7 @@ class Tally:
         for line, problem in result.problems:
             record = problem_record(source, line, problem)
             self.problems += orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-            self.by_rule[problem.rule] += 1
-            if problem.severity == "warning":
-                self.warnings += 1
-            else:
-                self.errors += 1
-            if len(self.sample) < SAMPLE:
-                self.sample.append(record)
+            _count_problem(self, problem, record)
         self.stats.merge(result.stats)
 
     def shift(self, lines: int) -> Tally:
@@ -525,13 +531,7 @@ def _absorb(summary: CheckSummary, source: Source, verdict: Verdict, spool, writ
         record = problem_record(source, line, problem)
         spool.write(orjson.dumps(record) + b"\n")
         writers.write_error(record)
-        summary.by_rule[problem.rule] += 1
-        if problem.severity == "warning":
-            summary.warnings += 1
-        else:
-            summary.errors += 1
-        if len(summary.sample) < SAMPLE:
-            summary.sample.append(record)
+        _count_problem(summary, problem, record)
     if verdict.block is not None:
         writers.write_lines(verdict.block, result)
 
