@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.vision.conftest import loss_and_grads
 from tests.vision.shapes import COLOURS, colour_record, shape_png, square_video, video_record, write_jsonl
 
 import tunekit_tokenize as tk
 from tunekit_data.media import VideoSampling
 from tunekit_train.data import load_packed
-from tunekit_train.losses import causal_lm_loss
 from tunekit_train.model import load_model
 from tunekit_train.vision import VisionCollate, image_processor, mrope_positions, split_segments
 
@@ -112,16 +112,10 @@ def test_packed_video_row_equals_its_segments_alone(tmp_path, processor_dir, vlm
     model, _ = load_model(vlm_dir, backend="sdpa", seed=0)
     model.train(False)
 
-    def loss_and_grads(batches) -> tuple[float, dict[str, torch.Tensor]]:
-        model.zero_grad()
-        total = sum(causal_lm_loss(model, b, "sdpa")[0] for b in batches)
-        total.backward()
-        return float(total.detach()), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
     packed = collate([row], flatten=False)
     assert packed.pixel_values_videos.shape[0] == int(packed.video_grid_thw.prod(-1).sum())
-    packed_loss, packed_grads = loss_and_grads([packed])
-    alone_loss, alone_grads = loss_and_grads([collate([r], flatten=False) for r in split_segments(row)])
+    packed_loss, packed_grads = loss_and_grads(model, [packed])
+    alone_loss, alone_grads = loss_and_grads(model, [collate([r], flatten=False) for r in split_segments(row)])
     assert packed_loss == pytest.approx(alone_loss, rel=1e-5)
     assert packed_grads.keys() == alone_grads.keys() and any("visual" in n for n in packed_grads)
     for name, grad in packed_grads.items():

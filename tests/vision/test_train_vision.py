@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.vision.conftest import loss_and_grads
 from tests.vision.shapes import COLOURS, colour_record, shape_png, write_jsonl
 
 import tunekit_tokenize as tk
 from tunekit_train.data import load_packed
-from tunekit_train.losses import causal_lm_loss
 from tunekit_train.model import load_model
 from tunekit_train.vision import VisionCollate, mrope_positions, split_segments
 
@@ -63,18 +63,12 @@ def test_packed_equals_unpacked_loss_and_gradients(tmp_path, processor_dir, vlm_
     model, _ = load_model(vlm_dir, backend="sdpa", seed=0)
     model.train(False)
 
-    def loss_and_grads(batches) -> tuple[float, dict[str, torch.Tensor]]:
-        model.zero_grad()
-        total = sum(causal_lm_loss(model, b, "sdpa")[0] for b in batches)
-        total.backward()
-        return float(total.detach()), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-    packed_loss, packed_grads = loss_and_grads([collate([row], flatten=False)])
-    alone_loss, alone_grads = loss_and_grads([collate([r], flatten=False) for r in split_segments(row)])
+    packed_loss, packed_grads = loss_and_grads(model, [collate([row], flatten=False)])
+    alone_loss, alone_grads = loss_and_grads(model, [collate([r], flatten=False) for r in split_segments(row)])
     assert packed_loss == pytest.approx(alone_loss, rel=1e-5)
     assert packed_grads.keys() == alone_grads.keys() and any("visual" in n for n in packed_grads)
     for name, grad in packed_grads.items():
         torch.testing.assert_close(grad, alone_grads[name], rtol=1e-4, atol=1e-6, msg=name)
     # several rows padded into one micro-batch: the same sums again
-    padded_loss, _ = loss_and_grads([collate(split_segments(row), flatten=False)])
+    padded_loss, _ = loss_and_grads(model, [collate(split_segments(row), flatten=False)])
     assert padded_loss == pytest.approx(alone_loss, rel=1e-5)
