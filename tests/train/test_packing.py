@@ -11,7 +11,13 @@ import pytest
 import torch
 
 from tunekit_data.errors import InputError
-from tunekit_train.attention import SEGMENT_SDPA, attention_kwargs, block_causal_mask, flattens_rows, register_segment_sdpa
+from tunekit_train.attention import (
+    SEGMENT_SDPA,
+    attention_kwargs,
+    block_causal_mask,
+    flattens_rows,
+    register_segment_sdpa,
+)
 from tunekit_train.data import BatchStream, collate, load_packed
 from tunekit_train.losses import causal_lm_loss
 

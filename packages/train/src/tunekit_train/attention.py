@@ -20,6 +20,7 @@ exactly what every layer uses.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from typing import Any, Literal
 
 import torch
@@ -128,7 +129,7 @@ def _segment_sdpa(
             torch.nn.functional.scaled_dot_product_attention(
                 query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], dropout_p=p, is_causal=True, scale=scaling, enable_gqa=gqa
             )
-            for a, b in zip(edges[:-1], edges[1:], strict=True)
+            for a, b in itertools.pairwise(edges)
         ],
         dim=2,
     )
