@@ -40,8 +40,9 @@ class GenerationSettings:
     """System turn put before each prompt (use the one the model was trained with)."""
 
 
-def load_tokenizer(path: Path) -> Any:
-    """The Hugging Face tokenizer in ``path``."""
+def hf_tokenizer(path: Path) -> Any:
+    """The Hugging Face tokenizer in ``path``, for generation (``tunekit_tokenize.load_tokenizer`` reads the same
+    files for packing, without transformers)."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)
@@ -95,7 +96,7 @@ def tokenizer_for(path: Path, tokenizer: Path | None = None) -> Any:
     if not (source / "tokenizer.json").is_file():
         msg = f"{source}: no tokenizer.json; pass --tokenizer DIR"
         raise InputError(msg)
-    return load_tokenizer(source)
+    return hf_tokenizer(source)
 
 
 def prompt_ids(tokenizer: Any, messages: list[dict[str, str]], chat_template: str | None = None) -> list[int]:
