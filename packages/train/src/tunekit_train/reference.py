@@ -34,8 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from tunekit_tokenize import REQUIRED_COLUMNS
 from tunekit_train.attention import Backend, flattens_rows
-from tunekit_train.data import REQUIRED_COLUMNS, BatchStream, Column, PackedRows
+from tunekit_train.data import BatchStream, Column, PackedRows
 from tunekit_train.dpo import REFERENCE_COLUMN, PairBatch, Reference, segment_logps
 from tunekit_train.lora import is_lora
 from tunekit_train.losses import DEFAULT_CHUNK
