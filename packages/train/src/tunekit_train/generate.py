@@ -1,5 +1,6 @@
-"""Generate from a trained model: ``train generate`` (seed 001's "deploy and invoke" step, locally) and the
-Databricks ``eval_prompts`` logged at each checkpoint.
+"""Generate from a trained model: ``train generate``, and the ``eval_prompts`` logged at each checkpoint.
+
+``train generate`` is seed 001's "deploy and invoke" step, locally; ``eval_prompts`` are Databricks'.
 
 Defaults are Databricks' eval-prompt settings: sampling with max_new_tokens 100, temperature 1, top_k 50,
 top_p 0.95. Prompts go through the tokenizer's chat template as one user turn (what SFT trained on) when
@@ -41,8 +42,10 @@ class GenerationSettings:
 
 
 def hf_tokenizer(path: Path) -> Any:
-    """The Hugging Face tokenizer in ``path``, for generation (``tunekit_tokenize.load_tokenizer`` reads the same
-    files for packing, without transformers)."""
+    """The Hugging Face tokenizer in ``path``, for generation.
+
+    ``tunekit_tokenize.load_tokenizer`` reads the same files for packing, without transformers.
+    """
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)

@@ -75,6 +75,7 @@ class AdaptersOff:
         self.model, self.chunk = model, chunk
 
     def __call__(self, policy: nn.Module, batch: PairBatch, backend: Backend) -> torch.Tensor:
+        """The batch's reference log-probs: the policy's base, its adapters off."""
         with self.model.disable_adapter():  # type: ignore[operator]
             return model_reference(self.model, batch, backend, chunk=self.chunk)
 
@@ -86,6 +87,7 @@ class FrozenCopy:
         self.model, self.chunk = copy.deepcopy(model).eval().requires_grad_(False), chunk
 
     def __call__(self, policy: nn.Module, batch: PairBatch, backend: Backend) -> torch.Tensor:
+        """The batch's reference log-probs from the frozen copy."""
         return model_reference(self.model, batch, backend, chunk=self.chunk)
 
 

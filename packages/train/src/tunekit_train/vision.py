@@ -38,9 +38,12 @@ def is_vision_pack(manifest: dict[str, Any]) -> bool:
 
 
 def mrope_positions(ids: np.ndarray, image_token_id: int, grids: np.ndarray, merge: int) -> np.ndarray:
-    """Qwen2-VL's ``[3, len(ids)]`` positions of one sequence: text advances all three by one per token;
-    an image of grid (t, h, w) spans ``t * (h/merge) * (w/merge)`` tokens placed on their
-    (time, row, column) from the current position, which then advances by ``max(h, w) / merge``."""
+    """Qwen2-VL's ``[3, len(ids)]`` positions of one sequence.
+
+    Text advances all three by one per token; an image of grid (t, h, w) spans ``t * (h/merge) * (w/merge)``
+    tokens placed on their (time, row, column) from the current position, which then advances by
+    ``max(h, w) / merge``.
+    """
     out = np.empty((3, len(ids)), dtype=np.int64)
     is_image = ids == image_token_id
     cursor, offset = 0, 0
@@ -59,8 +62,11 @@ def mrope_positions(ids: np.ndarray, image_token_id: int, grids: np.ndarray, mer
 
 @dataclass
 class VisionBatch(Batch):
-    """A `Batch` with its images: ``pixel_values`` (patches of every image, in token order), their
-    ``image_grid_thw`` and the ``[3, rows, L]`` M-RoPE positions (`mrope_positions` per segment)."""
+    """A `Batch` with its images.
+
+    ``pixel_values`` (patches of every image, in token order), their ``image_grid_thw`` and the
+    ``[3, rows, L]`` M-RoPE positions (`mrope_positions` per segment).
+    """
 
     pixel_values: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     image_grid_thw: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 3, dtype=torch.long))
@@ -119,6 +125,7 @@ class VisionCollate:
         return out["pixel_values"]
 
     def __call__(self, rows: list[dict[str, np.ndarray]], *, flatten: bool, pad_id: int = 0) -> VisionBatch:
+        """`collate` the rows' tokens, with their images' pixels, grids and M-RoPE positions."""
         text = collate(rows, flatten=flatten, pad_id=pad_id)
         rope = text.position_ids[None].repeat(3, 1, 1)  # padding and text-only segments: text positions
         pixels, grids = [], []
@@ -178,8 +185,9 @@ def load_image_processor(directory: Path) -> Any | None:
 
 
 def vision_inputs(tokenizer: Any, processor: Any, messages: list[dict[str, Any]], *, chat_template: str | None = None) -> dict[str, torch.Tensor]:
-    """Model inputs for a prompt with images, as Qwen2-VL's processor makes them: the chat template
-    renders each image part as the placeholder, which is then repeated once per image token.
+    """Model inputs for a prompt with images, as Qwen2-VL's processor makes them.
+
+    The chat template renders each image part as the placeholder, which is then repeated once per image token.
 
     ``messages``: ``{"role", "content"}`` with ``content`` a string or a list of ``{"type": "text",
     "text"}`` / ``{"type": "image", "image": PIL.Image}`` parts.
@@ -217,8 +225,10 @@ def vision_inputs(tokenizer: Any, processor: Any, messages: list[dict[str, Any]]
 
 
 def batch_builder(manifest: dict[str, Any], *, pairs: bool) -> Any:
-    """The micro-batch builder of a pack: `collate` or `VisionCollate` for its tokens, wrapped by
-    `collate_pairs` for DPO."""
+    """The micro-batch builder of a pack.
+
+    `collate` or `VisionCollate` for its tokens, wrapped by `collate_pairs` for DPO.
+    """
     from tunekit_train.dpo import collate_pairs
 
     tokens = VisionCollate.for_manifest(manifest) if is_vision_pack(manifest) else collate
@@ -226,8 +236,10 @@ def batch_builder(manifest: dict[str, Any], *, pairs: bool) -> Any:
 
 
 def split_segments(row: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-    """Each segment of a packed vision row as a row of its own, with its images (the unpacked,
-    one-sample-per-row layout: padding instead of packing)."""
+    """Each segment of a packed vision row as a row of its own, with its images.
+
+    The unpacked, one-sample-per-row layout: padding instead of packing.
+    """
     starts, image_starts = np.cumsum([0, *row["seq_lens"]]), np.cumsum([0, *row["seq_images"]])
     grids = np.asarray(row["image_grid_thw"]).reshape(-1, 3)
     out = []
