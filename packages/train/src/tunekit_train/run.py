@@ -19,6 +19,11 @@ Run directory layout::
 With ``s3://`` data paths, the data is fetched into ``data/<split>-s3/`` first; with an ``s3://``
 ``run.output_s3_path``, checkpoints, final/ and the run's record are uploaded there (`tunekit_train.remote`).
 
+`run_training` reads as its steps: `_setup_place` (what can be checked before anything is written, the job
+of processes, the run directory), `_setup_data`, `_setup_model`, `_setup_optimizer`, `_setup_logging`, then
+`_train`, which ends in `_finish`. The steps are the same for one process and many
+(`tunekit_train.distributed.World`).
+
 Setup order matters for exact resume: the model is built (seeded), wrapped with LoRA, dropouts applied,
 DPO's reference taken from this starting model, then optimizer and scheduler are created and the
 checkpoint (weights, moments, schedule, RNG, data position) is loaded over them.
@@ -125,17 +130,6 @@ class Model:
     """(type, message) of the events about the model and its reference."""
 
 
-@dataclass(frozen=True)
-class Optimization:
-    """The module the loop trains, its optimizer and LR schedule, and the state the run starts from."""
-
-    trained: nn.Module
-    """The model under DDP or FSDP in a multi-process job; the model itself in one process."""
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    state: TrainState
-
-
 def run_training(
     loaded: LoadedRecipe,
     *,
@@ -162,10 +156,10 @@ def run_training(
     place = _setup_place(loaded, output_dir=output_dir, resume=resume, memory_budget=memory_budget)
     data = _setup_data(place)
     model = _setup_model(place, data)
-    optim = _setup_optimizer(place, model, data.schedule)
-    log = _setup_logging(place, data, model, optim.state, show_progress=show_progress)
-    saver = _Saver(place, model, optim, log)
-    _train(place, data, model, optim, log, saver)
+    parts, state = _setup_optimizer(place, data, model)
+    log = _setup_logging(place, data, model, state, show_progress=show_progress)
+    saver = _Saver(place, model, parts, log)
+    _train(place, data.schedule, model, parts, state, log, saver)
     saver.publisher.run_files()
     place.world.leave()
     return log.state
@@ -220,18 +214,25 @@ def _setup_model(place: Place, data: Data) -> Model:
     return Model(module, random_init, loss_fn, [("reference", note) for note in reference_notes] + notes)
 
 
-def _setup_optimizer(place: Place, model: Model, schedule: Schedule) -> Optimization:
-    """Optimizer and LR schedule over the model, with the checkpoint's state loaded over them on resume."""
+def _setup_optimizer(place: Place, data: Data, model: Model) -> tuple[LoopParts, TrainState]:
+    """What the loop drives, with its optimizer and LR schedule, and the state it starts from.
+
+    On resume, the checkpoint's weights, moments, schedule, RNG and data position are loaded over them.
+    """
     config, lora = place.config, place.config.model.lora
     # Before the optimizer: FSDP replaces the parameters with sharded ones.
     trained = distributed.wrap(model.module, place.world, place.device, fsdp=config.fsdp)
     optimizer = build_optimizer(model.module, config.model.optim, loraplus_lr_ratio=lora.loraplus_lr_ratio if lora else 1.0)
-    scheduler = build_scheduler(optimizer, config.model.optim, total_steps=schedule.total_steps)
+    scheduler = build_scheduler(optimizer, config.model.optim, total_steps=data.schedule.total_steps)
     state = TrainState()
     if place.resume_from is not None:
         restored = ckpt.restore(place.resume_from, model=model.module, optimizer=optimizer, scheduler=scheduler)
         state = TrainState(**restored["train"])
-    return Optimization(trained, optimizer, scheduler, state)
+    parts = LoopParts(
+        trained, optimizer, scheduler, model.loss_fn, place.backend,
+        data.stream, data.val_stream, place.device, place.world, config.precision,
+    )  # fmt: skip
+    return parts, state
 
 
 def _setup_logging(place: Place, data: Data, model: Model, state: TrainState, *, show_progress: bool) -> RunLog:
@@ -276,9 +277,9 @@ def _facts(place: Place, data: Data, model: Model) -> dict[str, Any]:
 class _Saver:
     """The loop's checkpoint callback: save, record, publish, and sample the recipe's eval prompts."""
 
-    def __init__(self, place: Place, model: Model, optim: Optimization, log: RunLog) -> None:
+    def __init__(self, place: Place, model: Model, parts: LoopParts, log: RunLog) -> None:
         config, paths = place.config, place.paths
-        self.place, self.model, self.optim, self.log = place, model, optim, log
+        self.place, self.model, self.parts, self.log = place, model, parts, log
         self.tokenizer = hf_tokenizer(paths.tokenizer) if paths.tokenizer and config.eval_prompts else None
         retention = config.exp_manager.checkpoint_callback_params
         self.checkpointer = ckpt.Checkpointer(
@@ -292,11 +293,11 @@ class _Saver:
 
     def __call__(self, state: TrainState) -> None:
         """Checkpoint ``state`` (rank 0 alone under DDP, every rank's shards under FSDP)."""
-        if not self.place.world.is_main and not distributed.is_sharded(self.optim.trained):
+        if not self.place.world.is_main and not distributed.is_sharded(self.parts.model):
             return  # DDP replicas are identical: rank 0 writes the checkpoint
-        optim = self.optim
+        parts = self.parts
         directory = self.checkpointer.save(
-            model=self.model.module, optimizer=optim.optimizer, scheduler=optim.scheduler, state=_checkpoint_state(state)
+            model=self.model.module, optimizer=parts.optimizer, scheduler=parts.scheduler, state=_checkpoint_state(state)
         )
         if directory is not None:  # None: an FSDP rank other than 0, its shards written
             self._record(directory, state.step)
@@ -311,18 +312,16 @@ class _Saver:
         self.log.update_state(checkpoint=str(directory))
 
 
-def _train(place: Place, data: Data, model: Model, optim: Optimization, log: RunLog, saver: _Saver) -> None:
+def _train(
+    place: Place, schedule: Schedule, model: Model, parts: LoopParts, state: TrainState, log: RunLog, saver: _Saver
+) -> None:
     """Run the loop to its end and record how it ended (``state.json``, events), whatever that was."""
-    config, state = place.config, optim.state
-    parts = LoopParts(
-        optim.trained, optim.optimizer, optim.scheduler, model.loss_fn, place.backend,
-        data.stream, data.val_stream, place.device, place.world, config.precision,
-    )  # fmt: skip
-    early = EarlyStopping(config.exp_manager.early_stopping_callback_params) if config.exp_manager.create_early_stopping_callback else None
+    em = place.config.exp_manager
+    early = EarlyStopping(em.early_stopping_callback_params) if em.create_early_stopping_callback else None
     try:
         with StopRequest() as stop:
-            outcome = fit(parts, state, data.schedule, log=log, checkpoint=saver, early_stopping=early, stop=stop)
-        _finish(place, model, optim, log, saver.publisher, outcome)
+            outcome = fit(parts, state, schedule, log=log, checkpoint=saver, early_stopping=early, stop=stop)
+        _finish(place, model, parts.model, log, saver.publisher, outcome, state.step)
     except KeyboardInterrupt:  # a second Ctrl-C: stopped by the user, but without a final checkpoint
         log.event("stopped", "interrupted at once (second Ctrl-C); no final checkpoint", step=state.step)
         log.update_state(state="stopped")
@@ -335,15 +334,15 @@ def _train(place: Place, data: Data, model: Model, optim: Optimization, log: Run
         log.close()
 
 
-def _finish(place: Place, model: Model, optim: Optimization, log: RunLog, publisher: Publisher, outcome: Outcome) -> None:
+def _finish(
+    place: Place, model: Model, trained: nn.Module, log: RunLog, publisher: Publisher, outcome: Outcome, step: int
+) -> None:
     """Record a stop; or write the final model (rank 0), publish it, and record the completion."""
-    step = optim.state.step
     if outcome == "stopped":
         log.event("stopped", "stopped on request after a final checkpoint", step=step)
         log.update_state(state="stopped")
         return
     # FSDP: every rank takes part in gathering the full weights that rank 0 writes.
-    trained = optim.trained
     full = distributed.gathered_state_dict(trained, is_lora(model.module)) if distributed.is_sharded(trained) else None
     if not place.world.is_main:
         return
