@@ -519,11 +519,9 @@ def _loss(
 def _stream(config: TrainingConfig, rows: PackedRows, backend: Backend, world: World) -> BatchStream:
     """The training steps: in a multi-process job, each rank takes its share of every step's rows."""
     loader = config.model.training_validation.loader.args
-    accumulation = config.global_batch_size // config.micro_batch_size
-    # One process: the service's `replicas` data-parallel workers become extra accumulation, which gives
-    # the same update because the loss is normalised over the whole global batch.
-    batch = config.global_batch_size if world.is_distributed else config.micro_batch_size * accumulation
-    options = _batch_options(config, rows, backend, global_batch=batch)
+    # One process accumulates the whole global batch: the service's `replicas` data-parallel workers become
+    # extra accumulation, which gives the same update because the loss is normalised over the whole batch.
+    options = _batch_options(config, rows, backend, global_batch=config.global_batch_size)
     return distributed.batch_stream(rows, world, workers=loader.data_loader_workers, prefetch=loader.prefetch_factor, **options)
 
 
