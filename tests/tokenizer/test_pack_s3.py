@@ -9,7 +9,7 @@ import pytest
 
 from tunekit_cli.ds import main
 from tunekit_data import storage
-from tunekit_tokenize import load_packed
+from tunekit_tokenize import read_manifest
 
 from .conftest import CHATML_DIR, FIXTURES
 
@@ -32,7 +32,7 @@ def test_pack_s3_input_to_s3_prefix_loads(s3, capsys, tmp_path: Path) -> None:
     assert sorted(keys) == sorted([*manifest["shards"], "manifest.json", "stats.json"])  # no temporary or spool files
     local = tmp_path / "packed"
     storage.download_dir(f"s3://{bucket}/packed/", local)
-    packed = load_packed(local)
+    packed = read_manifest(local)
     assert packed.manifest["kind"] == "sft" and len(packed.shards) == len(manifest["shards"]) >= 1
 
 

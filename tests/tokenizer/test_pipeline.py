@@ -22,9 +22,9 @@ from tunekit_tokenize import (
     Encoder,
     TokenizerBundle,
     encode_example,
-    load_packed,
     pack,
     pack_files,
+    read_manifest,
     resolve_template,
 )
 
@@ -43,7 +43,7 @@ def random_chats(n: int, seed: int = 0, max_words: int = 60) -> list[ChatExample
 
 
 def rows(out: Path) -> list[dict]:
-    packed = load_packed(out)
+    packed = read_manifest(out)
     return [row for shard in packed.shards for row in pq.read_table(shard).to_pylist()]
 
 

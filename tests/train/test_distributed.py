@@ -24,10 +24,11 @@ import yaml
 from safetensors.torch import load_file
 from tests.conftest import free_port
 
+from tunekit_cli.train import torchrun_command
 from tunekit_data.errors import ConfigError
 from tunekit_train.data import epoch_order
 from tunekit_train.distributed import World, check_batches
-from tunekit_train.launch import Launch, torchrun_command
+from tunekit_train.launch import Launch
 from tunekit_train.run import run_training
 
 ROOT = Path(__file__).resolve().parents[2]

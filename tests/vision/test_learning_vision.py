@@ -14,7 +14,8 @@ from PIL import Image
 from tests.vision.shapes import COLOURS, SHAPES, colour_record, shape_png, write_jsonl
 
 from tunekit_cli.train import main as train_main
-from tunekit_train.generate import GenerationSettings, complete_ids, load_tokenizer, load_trained
+from tunekit_train.generate import GenerationSettings, complete_ids, load_trained
+from tunekit_train.generate import hf_tokenizer as load_tokenizer
 from tunekit_train.model import load_model
 from tunekit_train.recipe import parse_recipe
 from tunekit_train.run import run_training

@@ -12,7 +12,8 @@ from PIL import Image
 from starlette.testclient import TestClient
 from tests.vision.shapes import shape_png
 
-from tunekit_train.generate import GenerationSettings, generate, load_tokenizer, load_trained
+from tunekit_train.generate import GenerationSettings, generate, load_trained
+from tunekit_train.generate import hf_tokenizer as load_tokenizer
 from tunekit_train.model import load_model
 from tunekit_train.serve.app import Server, ServeSettings, create_app
 from tunekit_train.serve.engine import make_engine

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import traceback
+import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from rich.table import Table
 from tunekit_cli import eval_cmd, plan_cmd, runs_cmd, serve_cmd
 from tunekit_cli.runner import run_app
 from tunekit_data.errors import UsageError
+
+if TYPE_CHECKING:
+    from tunekit_train.launch import Launch
 
 app = typer.Typer(
     name="train",
@@ -67,7 +70,7 @@ def run(
     """
     _before_torch()
     from tunekit_data.s3 import set_endpoint
-    from tunekit_train.launch import Launch, launch, under_launcher
+    from tunekit_train.launch import Launch, under_launcher
     from tunekit_train.plan import parse_size
     from tunekit_train.recipe import load_recipe
     from tunekit_train.run import run_training
@@ -82,8 +85,7 @@ def run(
         args += [f"--resume={resume}"] if resume is not None else []
         args += ["--json"] if json_output else []
         args += [f"--gpu-memory={gpu_memory}"] if gpu_memory is not None else []
-        where = Launch(nproc_per_node, nnodes, node_rank, master_addr, master_port)
-        return launch(where, loaded.recipe.run.replicas, args)
+        return _launch(Launch(nproc_per_node, nnodes, node_rank, master_addr, master_port), loaded.recipe.run.replicas, args)
     if rank == 0:
         for warning in loaded.warnings:
             err.print(f"[yellow]warning:[/yellow] {warning}")
@@ -200,30 +202,39 @@ app.command("serve")(serve_cmd.serve)
 app.command("eval")(eval_cmd.evaluate)
 
 
+WORKER = ["-m", "tunekit_cli.train", "run"]
+"""What torchrun starts on each process for ``train run --nproc-per-node``: this command, as a worker."""
+
+
+def torchrun_command(launch: Launch, replicas: int, train_args: list[str]) -> list[str]:
+    """The torchrun command line that runs ``train run TRAIN_ARGS`` on every process of this node."""
+    from tunekit_train.launch import torchrun_command as command
+
+    return command(launch, replicas, [*WORKER, *train_args])
+
+
+def _launch(launch: Launch, replicas: int, train_args: list[str]) -> int:
+    """Run ``train run TRAIN_ARGS`` under torchrun; a failure or stop is one line on stderr."""
+    from tunekit_train.launch import launch as run_job
+
+    end = run_job(launch, replicas, [*WORKER, *train_args])
+    if end.failure is not None:
+        print(f"error: train run failed: {end.failure}", file=sys.stderr)
+    elif end.stopped_by is not None:
+        print(f"train run: stopped by {end.stopped_by}", file=sys.stderr)
+    return end.exit_code
+
+
 def _rank_failed(rank: int, exc: Exception) -> int:
-    """A worker of a multi-process job failed: one line on stderr instead of a traceback per rank.
+    """A worker of a multi-process job failed: one line on stderr instead of a traceback per rank."""
+    from tunekit_train.launch import rank_failed
 
-    The rank that failed first says why and records an error file for the launcher (torchrun's own
-    mechanism), which then names it; ranks whose collectives broke because of it say only that.
-    Returns the exit code (1 invalid recipe or data, 2 other tunekit errors, 1 anything else).
-    """
-    from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
-
-    from tunekit_data.errors import ConfigError, DataError, TunekitError
-    from tunekit_train.distributed import claim_failure
-
-    first = claim_failure(rank)
-    if first is not None and first != rank:
-        err.print(f"rank {rank}: stopped because rank {first} failed", soft_wrap=True)
-        return 1
-    if isinstance(exc, TunekitError):
-        message = str(exc)
-    else:  # unexpected: the innermost frame says where (rank 0 also keeps the traceback in events.jsonl)
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        message = f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})"
-    err.print(f"[red]error:[/red] rank {rank}: {escape(message)}", soft_wrap=True)
-    ErrorHandler().record_exception(exc)
-    return 2 if isinstance(exc, TunekitError) and not isinstance(exc, DataError | ConfigError) else 1
+    failure = rank_failed(rank, exc)
+    if failure.caused_by_another:
+        err.print(f"rank {rank}: {failure.message}", soft_wrap=True)
+    else:
+        err.print(f"[red]error:[/red] rank {rank}: {escape(failure.message)}", soft_wrap=True)
+    return failure.exit_code
 
 
 def _print_state(state: dict[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """tunekit_tokenize: chat-template tokenization with exact loss masks, and global best-fit packing.
 
 Torch-free by design (``tokenizers`` + ``jinja2`` + ``pyarrow`` + ``numpy``), so ``ds pack`` and
-``ds check --tokenizer`` start instantly; ``train run`` reads the output with `load_packed`::
+``ds check --tokenizer`` start instantly; ``train run`` reads the output with ``tunekit_train.data.load_packed``::
 
     bundle = load_tokenizer("examples/tiny/tokenizer")
     encoded = encode_example(bundle, ChatExample((Message("user", "Hi"), Message("assistant", "Hello."))))
@@ -24,7 +24,16 @@ from tunekit_tokenize.encoder import (
 )
 from tunekit_tokenize.explain import ExplainedToken, explain_example
 from tunekit_tokenize.lengths import LengthCheck
-from tunekit_tokenize.manifest import PackedDataset, load_packed
+from tunekit_tokenize.manifest import (
+    COLUMNS,
+    IMAGE_COLUMNS,
+    REQUIRED_COLUMNS,
+    TOKEN_COLUMNS,
+    VIDEO_COLUMNS,
+    VISION_COLUMNS,
+    PackedDataset,
+    read_manifest,
+)
 from tunekit_tokenize.masks import LOSS_POLICIES, LossOn
 from tunekit_tokenize.pipeline import FORMAT_ALIASES, PackResult, Progress, pack, pack_files
 from tunekit_tokenize.tokenizer import TokenizerBundle, load_tokenizer
@@ -32,10 +41,16 @@ from tunekit_tokenize.truncation import TRUNCATION_POLICIES, Truncation
 
 __all__ = [
     "BUILTIN_TEMPLATES",
+    "COLUMNS",
     "FORMAT_ALIASES",
     "IGNORE_INDEX",
+    "IMAGE_COLUMNS",
     "LOSS_POLICIES",
+    "REQUIRED_COLUMNS",
+    "TOKEN_COLUMNS",
     "TRUNCATION_POLICIES",
+    "VIDEO_COLUMNS",
+    "VISION_COLUMNS",
     "ChatTemplate",
     "Encoded",
     "Encoder",
@@ -52,9 +67,9 @@ __all__ = [
     "Truncation",
     "encode_example",
     "explain_example",
-    "load_packed",
     "load_tokenizer",
     "pack",
     "pack_files",
+    "read_manifest",
     "resolve_template",
 ]

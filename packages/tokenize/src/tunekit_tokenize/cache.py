@@ -15,7 +15,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from tunekit_data.errors import InputError
-from tunekit_tokenize.manifest import FORMAT_VERSION, PackedDataset, is_packed_dir, load_packed
+from tunekit_tokenize.manifest import FORMAT_VERSION, PackedDataset, is_packed_dir, read_manifest
 
 
 def describe_source(path: Path, on_bytes: Callable[[int, int], None]) -> dict[str, object]:
@@ -57,7 +57,7 @@ def cached_pack(out_dir: Path, key: str) -> PackedDataset | None:
     if not is_packed_dir(out_dir):
         return None
     try:
-        packed = load_packed(out_dir)
+        packed = read_manifest(out_dir)
     except InputError:  # missing shards or another format version: rebuild, nothing to report
         return None
     return packed if packed.manifest.get("cache_key") == key else None

@@ -1,4 +1,4 @@
-"""The packed dataset directory: layout, manifest, and `load_packed` for consumers such as `train run`.
+"""The packed dataset directory: layout, manifest, and `read_manifest` for consumers such as `train run`.
 
 Layout (format version 1)::
 
@@ -53,13 +53,20 @@ FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 STATS_FILE = "stats.json"
 DATA_DIR = "data"
+TOKEN_COLUMNS = ("input_ids", "labels", "position_ids")
+"""The per-token columns: one value per token of the row (nearly all of a pack's bytes)."""
+REQUIRED_COLUMNS = (*TOKEN_COLUMNS, "seq_lens")
+"""The columns of every pack, whatever its kind."""
 COLUMNS = {
-    "sft": ("input_ids", "labels", "position_ids", "seq_lens"),
-    "cpt": ("input_ids", "labels", "position_ids", "seq_lens"),
-    "dpo": ("input_ids", "labels", "position_ids", "seq_lens", "pair_ids", "prompt_lens", "is_chosen"),
+    "sft": REQUIRED_COLUMNS,
+    "cpt": REQUIRED_COLUMNS,
+    "dpo": (*REQUIRED_COLUMNS, "pair_ids", "prompt_lens", "is_chosen"),
 }
-
-VISION_COLUMNS = ("image_bytes", "image_grid_thw", "seq_images")
+IMAGE_COLUMNS = ("image_bytes", "image_grid_thw")
+"""A vision pack's per-image columns: the images and their patch grids."""
+VIDEO_COLUMNS = ("video_bytes", "video_grid_thw")
+"""A vision pack's per-video columns: the sampled frames and their patch grids."""
+VISION_COLUMNS = (*IMAGE_COLUMNS, "seq_images")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +110,8 @@ class PackedDataset:
         return [self.path / name for name in self.manifest["shards"]]
 
 
-def load_packed(path: str | Path) -> PackedDataset:
-    """Read a packed directory's manifest and stats.
+def read_manifest(path: str | Path) -> PackedDataset:
+    """Read a packed directory's manifest and stats (the rows: ``tunekit_train.data.load_packed``).
 
     Raises:
         InputError: not a packed directory, a format version this tunekit cannot read, or missing shards.

@@ -1,5 +1,6 @@
-"""tunekit_train: fine-tune open models from Nova-style recipes (SFT and DPO, full and LoRA; continued
-pretraining).
+"""tunekit_train: fine-tune open models from Nova-style recipes.
+
+SFT and DPO, full and LoRA; continued pretraining.
 
 Modules, by job: ``recipe`` (typed recipe, torch-free), ``sources`` / ``data`` (packed rows and batches),
 ``attention`` (packed attention), ``model`` / ``lora`` (building the model), ``losses``, ``dpo`` (packed

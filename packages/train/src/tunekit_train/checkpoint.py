@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from tunekit_data.errors import InputError
-from tunekit_train.distributed import World, is_sharded
+from tunekit_train.distributed import SINGLE_PROCESS, World, is_sharded
 from tunekit_train.lora import ADAPTER_WEIGHTS, is_lora
 
 STATE_FILE = "trainer_state.json"
@@ -65,7 +65,7 @@ class Retention:
 class Checkpointer:
     """Saves checkpoints under ``run_dir/checkpoints`` and applies the retention rule after each save."""
 
-    def __init__(self, run_dir: Path, retention: Retention, *, sharded: bool = False, world: World | None = None) -> None:
+    def __init__(self, run_dir: Path, retention: Retention, *, sharded: bool = False, world: World = SINGLE_PROCESS) -> None:
         self.root = run_dir / "checkpoints"
         self.retention = retention
         self.sharded = sharded
@@ -84,7 +84,7 @@ class Checkpointer:
 
         Sharded: every rank writes its shards, then rank 0 completes the checkpoint; the others get None.
         """
-        main = self.world is None or self.world.is_main
+        main = self.world.is_main
         final = self.root / f"step-{state['step']:06d}"
         tmp = self.root / f".tmp-{final.name}"
         if main:
@@ -92,8 +92,7 @@ class Checkpointer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
         if self.sharded:
-            if self.world is not None:  # the directory exists before any rank writes into it
-                self.world.barrier()
+            self.world.barrier()  # the directory exists before any rank writes into it
             # dcp.save returns on rank 0 only after every rank has written its shard.
             save_sharded(model, optimizer, tmp / SHARDED_DIR)
             if not main:

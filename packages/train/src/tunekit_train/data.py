@@ -30,13 +30,13 @@ import pyarrow.parquet as pq
 import torch
 
 from tunekit_data.errors import InputError
+from tunekit_tokenize import IGNORE_INDEX as IGNORE
+from tunekit_tokenize import IMAGE_COLUMNS, REQUIRED_COLUMNS, TOKEN_COLUMNS, VIDEO_COLUMNS, read_manifest
 from tunekit_train.attention import Backend, attention_kwargs
 
-IGNORE = -100
-REQUIRED_COLUMNS = ("input_ids", "labels", "position_ids", "seq_lens")
-TOKEN_COLUMNS = ("input_ids", "labels", "position_ids", "image_bytes", "image_grid_thw", "video_bytes", "video_grid_thw")
-"""Per-token columns (and a vision pack's images and videos): nearly all of a pack's bytes, read lazily by the ranks
-of a multi-process job."""
+LAZY_COLUMNS = TOKEN_COLUMNS + IMAGE_COLUMNS + VIDEO_COLUMNS
+"""Per-token columns and a vision pack's images and videos: nearly all of a pack's bytes, read lazily by the ranks of a
+multi-process job."""
 
 
 @dataclass(frozen=True)
@@ -156,8 +156,6 @@ def load_packed(path: str | Path, *, lazy: bool | None = None) -> PackedRows:
         InputError: the directory is not a packed dataset, or its rows break the contract (a lazily opened
             pack checks the per-token columns of the rows it reads, when it reads them).
     """
-    from tunekit_tokenize import load_packed as read_manifest
-
     dataset = read_manifest(path)
     shards = tuple(Path(f) for f in dataset.shards)
     schema = pq.read_schema(shards[0]) if shards else pa.schema([])
@@ -171,8 +169,8 @@ def load_packed(path: str | Path, *, lazy: bool | None = None) -> PackedRows:
         columns = _read(shards, None)
         _check_rows(columns, str(dataset.path))
         return PackedRows(columns, dataset.manifest, str(dataset.path), shards=shards)
-    segment_columns = [name for name in _list_columns(schema) if name not in TOKEN_COLUMNS]
-    pending = tuple(name for name in TOKEN_COLUMNS if name in schema.names)
+    segment_columns = [name for name in _list_columns(schema) if name not in LAZY_COLUMNS]
+    pending = tuple(name for name in LAZY_COLUMNS if name in schema.names)
     return PackedRows(_read(shards, segment_columns), dataset.manifest, str(dataset.path), shards=shards, pending=pending)
 
 

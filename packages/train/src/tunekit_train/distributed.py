@@ -2,8 +2,9 @@
 
 A launch under ``torchrun`` (or ``train run --nproc-per-node N``, which re-executes through it, or SLURM
 with the same variables) sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
-`init_from_env` joins the process group (gloo on CPU, nccl on GPU). Without them the run is one process
-and nothing here is used.
+`init_from_env` joins the process group (gloo on CPU, nccl on GPU). Without them the run is one process:
+`SINGLE_PROCESS` (rank 0 of 1), whose collectives do nothing and whose `wrap` and `batch_stream` are the plain
+model and stream, so the training code reads the same for one process and many.
 
 How the update stays that of one big batch:
 
@@ -37,6 +38,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,33 +62,51 @@ _FAILED_KEY = "tunekit/first_failed_rank"
 
 @dataclass(frozen=True)
 class World:
-    """This process's place in the job."""
+    """This process's place in the job; ``World()`` is a single-process run (rank 0 of 1)."""
 
-    rank: int
-    size: int
-    local_rank: int
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
         """Rank 0: the one process that logs, checkpoints and exports."""
         return self.rank == 0
 
+    @property
+    def is_distributed(self) -> bool:
+        """Whether other processes share the job (a process group exists)."""
+        return self.size > 1
+
     def device(self) -> torch.device:
-        """The device this rank trains on: its local GPU, or the CPU."""
-        if torch.cuda.is_available():
-            torch.cuda.set_device(self.local_rank)
-            return torch.device("cuda", self.local_rank)
-        return torch.device("cpu")
+        """The device this rank trains on: its local GPU, or the CPU (one process: the GPU if there is one)."""
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        if not self.is_distributed:
+            return torch.device("cuda")
+        torch.cuda.set_device(self.local_rank)
+        return torch.device("cuda", self.local_rank)
 
     def sum(self, values: list[float], device: torch.device) -> list[float]:
         """Element-wise sum of ``values`` over all ranks (one collective for the whole list)."""
+        if not self.is_distributed:
+            return values
         tensor = torch.tensor(values, dtype=torch.float64, device=device)
         dist.all_reduce(tensor)
         return tensor.tolist()
 
+    def sum_tensors(self, tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+        """`sum` of scalar tensors, as CPU tensors in the same order; one process gets ``tensors`` back as they are."""
+        if not self.is_distributed:
+            return tensors  # no collective, so no host synchronisation either
+        names = sorted(tensors)  # the same order on every rank
+        reduced = dict(zip(names, self.sum([float(tensors[n]) for n in names], device), strict=True))
+        return {name: torch.tensor(reduced[name]) for name in tensors}
+
     def barrier(self) -> None:
         """Wait for every rank."""
-        dist.barrier()
+        if self.is_distributed:
+            dist.barrier()
 
     @contextlib.contextmanager
     def main_first(self) -> Iterator[None]:
@@ -97,30 +117,41 @@ class World:
         if self.is_main:
             self.barrier()
 
+    def leave(self) -> None:
+        """Leave the job together: wait for every rank, then destroy the process group (one process: nothing).
 
-def init_from_env() -> World | None:
-    """Join the process group the launcher describes; None for a single-process run."""
+        Explicitly, because a rank that exits with the group still alive can be aborted by gloo's background
+        threads at interpreter exit ("terminate called ...").
+        """
+        if self.is_distributed:
+            self.barrier()
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+SINGLE_PROCESS = World()
+"""A run that is one process: rank 0 of 1."""
+
+
+def init_from_env() -> World:
+    """Join the process group the launcher describes; `SINGLE_PROCESS` for a single-process run."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
-        return None
+        return SINGLE_PROCESS
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend, timeout=TIMEOUT)
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def shutdown() -> None:
-    """Leave the process group (a no-op in a single-process run)."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def wrap(model: nn.Module, world: World, device: torch.device, *, fsdp: bool = False) -> nn.Module:
-    """The module the loop trains: ``model`` sharded in place (`shard`), or under DDP.
+    """The module the loop trains: ``model`` sharded in place (`shard`), under DDP, or itself for one process.
 
     DDP broadcasts the parameters from rank 0 and averages gradients after each step's backward. Call
     before building the optimizer: sharding replaces the parameters with sharded ones.
     """
+    if not world.is_distributed:
+        return model
     if fsdp:
         return shard(model)
     return nn.parallel.DistributedDataParallel(
@@ -195,10 +226,10 @@ class InjectedFault(RuntimeError):
     """The failure `FAULT_ENV` asks for."""
 
 
-def check_fault(world: World | None, step: int) -> None:
-    """Raise `InjectedFault` if `FAULT_ENV` names this rank and ``step`` (tests of failure handling)."""
+def check_fault(world: World, step: int) -> None:
+    """Raise `InjectedFault` if `FAULT_ENV` names this rank of a multi-process job and ``step`` (tests of failure handling)."""
     spec = os.environ.get(FAULT_ENV)
-    if spec and world is not None and spec == f"{world.rank}:{step}":
+    if spec and world.is_distributed and spec == f"{world.rank}:{step}":
         msg = f"injected failure before step {step} ({FAULT_ENV}={spec})"
         raise InjectedFault(msg)
 
@@ -265,6 +296,16 @@ class ShardedStream(BatchStream):
         if self.rows.complete:  # already in memory (e.g. with precomputed DPO reference log-probs)
             return self.rows
         return self.rows.select(np.concatenate(index_lists))
+
+
+def batch_stream(rows: PackedRows, world: World, **options: Any) -> BatchStream:
+    """This rank's training steps over ``rows``: a `ShardedStream` in a multi-process job, else a `BatchStream`.
+
+    ``options`` are `BatchStream`'s (``global_batch``, ``micro_batch``, ``seed`` ...).
+    """
+    if world.is_distributed:
+        return ShardedStream(rows, world=world, **options)
+    return BatchStream(rows, **options)
 
 
 class SilentLog(RunLog):

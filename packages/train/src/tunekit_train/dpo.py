@@ -101,8 +101,10 @@ class PairBatch:
 
 
 def collate_pairs(rows: list[dict[str, np.ndarray]], *, flatten: bool, build: Callable[..., Batch] = collate) -> PairBatch:
-    """Build a DPO micro-batch from packed pair rows (see `collate` for the token layout; ``build`` makes
-    the token batch: `tunekit_train.vision.VisionCollate` for rows with images)."""
+    """Build a DPO micro-batch from packed pair rows (see `collate` for the token layout).
+
+    ``build`` makes the token batch: `tunekit_train.vision.VisionCollate` for rows with images.
+    """
     tokens = build(rows, flatten=flatten)
     counts = [len(row["seq_lens"]) for row in rows]
     segments = tokens.segment_ids
@@ -175,6 +177,7 @@ class DpoLoss:
         self.cfg, self.reference, self.chunk = cfg, reference, chunk
 
     def __call__(self, model: nn.Module, batch: PairBatch, backend: Backend) -> tuple[torch.Tensor, MetricSums]:
+        """The batch's summed DPO loss and metric sums (a `tunekit_train.losses.LossFn`)."""
         # Reference first: its no-grad activations are freed before the policy's graph is built.
         with torch.no_grad():
             reference = self.reference(model, batch, backend)

@@ -1,5 +1,6 @@
-"""Generate from a trained model: ``train generate`` (seed 001's "deploy and invoke" step, locally) and the
-Databricks ``eval_prompts`` logged at each checkpoint.
+"""Generate from a trained model: ``train generate``, and the ``eval_prompts`` logged at each checkpoint.
+
+``train generate`` is seed 001's "deploy and invoke" step, locally; ``eval_prompts`` are Databricks'.
 
 Defaults are Databricks' eval-prompt settings: sampling with max_new_tokens 100, temperature 1, top_k 50,
 top_p 0.95. Prompts go through the tokenizer's chat template as one user turn (what SFT trained on) when
@@ -40,8 +41,11 @@ class GenerationSettings:
     """System turn put before each prompt (use the one the model was trained with)."""
 
 
-def load_tokenizer(path: Path) -> Any:
-    """The Hugging Face tokenizer in ``path``."""
+def hf_tokenizer(path: Path) -> Any:
+    """The Hugging Face tokenizer in ``path``, for generation.
+
+    ``tunekit_tokenize.load_tokenizer`` reads the same files for packing, without transformers.
+    """
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)
@@ -95,7 +99,7 @@ def tokenizer_for(path: Path, tokenizer: Path | None = None) -> Any:
     if not (source / "tokenizer.json").is_file():
         msg = f"{source}: no tokenizer.json; pass --tokenizer DIR"
         raise InputError(msg)
-    return load_tokenizer(source)
+    return hf_tokenizer(source)
 
 
 def prompt_ids(tokenizer: Any, messages: list[dict[str, str]], chat_template: str | None = None) -> list[int]:

@@ -60,8 +60,10 @@ def write_json_atomic(path: Path, value: Any) -> None:
 
 
 def append_event(run_dir: Path, kind: str, message: str, *, step: int | None = None, **data: Any) -> dict[str, Any]:
-    """Append an event to a run's ``events.jsonl`` (also for commands that run after training, like
-    ``train eval``) and return the record written."""
+    """Append an event to a run's ``events.jsonl`` and return the record written.
+
+    Also for commands that run after training, like ``train eval``.
+    """
     record = {"time": now(), "type": kind, "step": step, "message": message, **data}
     with (run_dir / EVENTS_FILE).open("a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")

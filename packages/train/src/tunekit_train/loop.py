@@ -24,13 +24,14 @@ from torch.distributed.tensor import DTensor
 
 from tunekit_train.attention import Backend
 from tunekit_train.data import BatchStream, Step
-from tunekit_train.distributed import World, check_fault, sync_gradients
+from tunekit_train.distributed import SINGLE_PROCESS, World, check_fault, sync_gradients
 from tunekit_train.logs import RunLog
 from tunekit_train.losses import LossFn, MetricSums
 from tunekit_train.precision import autocast
 from tunekit_train.recipe import EarlyStoppingParams
 
 Outcome = Literal["completed", "early_stopped", "stopped"]
+_LOSS_SUM = " loss_sum"  # the step's loss in the sums reduced with the metrics (no metric name has a space)
 
 
 @dataclass
@@ -72,8 +73,8 @@ class LoopParts:
     train: BatchStream
     val: BatchStream | None
     device: torch.device
-    world: World | None = None
-    """The data-parallel job this process is a rank of (None: one process)."""
+    world: World = SINGLE_PROCESS
+    """The data-parallel job this process is a rank of."""
     precision: str = "auto"
     """``training_config.precision`` (`tunekit_train.precision.autocast`)."""
 
@@ -205,9 +206,8 @@ def fit(
 
 def _stop_requested(stop: StopRequest | None, parts: LoopParts) -> bool:
     requested = stop is not None and stop.requested
-    if parts.world is not None:  # Ctrl-C may reach some ranks only: all stop after the same step
-        requested = parts.world.sum([float(requested)], parts.device)[0] > 0
-    return requested
+    # Ctrl-C may reach some ranks only: all stop after the same step.
+    return parts.world.sum([float(requested)], parts.device)[0] > 0
 
 
 def _reached(state: TrainState, schedule: Schedule) -> bool:
@@ -216,10 +216,9 @@ def _reached(state: TrainState, schedule: Schedule) -> bool:
 
 def _optimizer_step(parts: LoopParts, step: Step, clip: float) -> tuple[float, dict[str, float], int, int, float]:
     units, tokens = sum(batch.n_targets for batch in step.micro_batches), step.n_tokens
-    scale = 1.0
-    if parts.world is not None:  # the step's units over all ranks; DDP's gradient mean divides by world
-        units, tokens = (int(v) for v in parts.world.sum([units, tokens], parts.device))
-        scale = float(parts.world.size)
+    # The step's units over all ranks; DDP's gradient mean divides by the world size.
+    units, tokens = (int(v) for v in parts.world.sum([units, tokens], parts.device))
+    scale = float(parts.world.size)
     total = torch.zeros((), device=parts.device)
     sums: MetricSums = {}
     for i, batch in enumerate(step.micro_batches):
@@ -230,10 +229,9 @@ def _optimizer_step(parts: LoopParts, step: Step, clip: float) -> tuple[float, d
                 (loss_sum * scale / units).backward()
         total += loss_sum.detach()
         _accumulate(sums, metrics)
-    if parts.world is not None:  # logged values are the whole step's, identical on every rank
-        names = sorted(sums)
-        reduced = parts.world.sum([float(total), *(float(sums[n]) for n in names)], parts.device)
-        total, sums = torch.tensor(reduced[0]), {n: torch.tensor(v) for n, v in zip(names, reduced[1:], strict=True)}
+    # Logged values are the whole step's, identical on every rank.
+    sums = parts.world.sum_tensors({_LOSS_SUM: total, **sums}, parts.device)
+    total = sums.pop(_LOSS_SUM)
     params = [p for p in parts.model.parameters() if p.requires_grad]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf, foreach=True)
     if isinstance(grad_norm, DTensor):  # FSDP: the norm over all ranks' shards, already reduced

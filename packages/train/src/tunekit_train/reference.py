@@ -34,8 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from tunekit_tokenize import REQUIRED_COLUMNS
 from tunekit_train.attention import Backend, flattens_rows
-from tunekit_train.data import REQUIRED_COLUMNS, BatchStream, Column, PackedRows
+from tunekit_train.data import BatchStream, Column, PackedRows
 from tunekit_train.dpo import REFERENCE_COLUMN, PairBatch, Reference, segment_logps
 from tunekit_train.lora import is_lora
 from tunekit_train.losses import DEFAULT_CHUNK
@@ -74,6 +75,7 @@ class AdaptersOff:
         self.model, self.chunk = model, chunk
 
     def __call__(self, policy: nn.Module, batch: PairBatch, backend: Backend) -> torch.Tensor:
+        """The batch's reference log-probs: the policy's base, its adapters off."""
         with self.model.disable_adapter():  # type: ignore[operator]
             return model_reference(self.model, batch, backend, chunk=self.chunk)
 
@@ -85,6 +87,7 @@ class FrozenCopy:
         self.model, self.chunk = copy.deepcopy(model).eval().requires_grad_(False), chunk
 
     def __call__(self, policy: nn.Module, batch: PairBatch, backend: Backend) -> torch.Tensor:
+        """The batch's reference log-probs from the frozen copy."""
         return model_reference(self.model, batch, backend, chunk=self.chunk)
 
 

@@ -1,5 +1,6 @@
-"""The MLflow model registry: register a run's model (``run.register_to``, ``train export --register``)
-and resolve ``models:/NAME/VERSION`` back to a local model directory.
+"""The MLflow model registry: register a run's model, and resolve ``models:/NAME/VERSION`` to a directory.
+
+Registering is ``run.register_to`` or ``train export --register``; resolving gives a local model directory.
 
 A version's source is the model directory itself, logged as the run's ``model/`` artifacts: a full model
 (config.json + safetensors) or a LoRA adapter whose ``adapter_config.json`` names its base, with the

@@ -46,8 +46,10 @@ def fetch_data(uri: str, folder: Path) -> Path:
 
 
 class Publisher:
-    """Uploads a run's outputs to ``output_s3_path`` (see the module docstring); does nothing when
-    the path is not ``s3://`` or ``enabled`` is False (ranks other than 0)."""
+    """Uploads a run's outputs to ``output_s3_path`` (see the module docstring).
+
+    Does nothing when the path is not ``s3://`` or ``enabled`` is False (ranks other than 0).
+    """
 
     def __init__(self, output: str | None, run_dir: Path, *, enabled: bool = True) -> None:
         self.uri = output.rstrip("/") if output is not None and is_s3(output) and enabled else None

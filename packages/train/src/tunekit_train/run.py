@@ -19,6 +19,11 @@ Run directory layout::
 With ``s3://`` data paths, the data is fetched into ``data/<split>-s3/`` first; with an ``s3://``
 ``run.output_s3_path``, checkpoints, final/ and the run's record are uploaded there (`tunekit_train.remote`).
 
+`run_training` reads as its steps: `_setup_place` (what can be checked before anything is written, the job
+of processes, the run directory), `_setup_data`, `_setup_model`, `_setup_optimizer`, `_setup_logging`, then
+`_train`, which ends in `_finish`. The steps are the same for one process and many
+(`tunekit_train.distributed.World`).
+
 Setup order matters for exact resume: the model is built (seeded), wrapped with LoRA, dropouts applied,
 DPO's reference taken from this starting model, then optimizer and scheduler are created and the
 checkpoint (weights, moments, schedule, RNG, data position) is loaded over them.
@@ -26,7 +31,6 @@ checkpoint (weights, moments, schedule, RNG, data position) is loaded over them.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import math
@@ -47,10 +51,11 @@ from tunekit_train import checkpoint as ckpt
 from tunekit_train import distributed, tracking
 from tunekit_train.attention import Backend, flattens_rows, resolve_backend
 from tunekit_train.data import BatchStream, PackedRows
+from tunekit_train.distributed import World
 from tunekit_train.dpo import METRIC_COLUMNS, DpoLoss
-from tunekit_train.generate import GenerationSettings, copy_tokenizer, generate, load_tokenizer
+from tunekit_train.generate import GenerationSettings, copy_tokenizer, generate, hf_tokenizer
 from tunekit_train.logs import RunLog, now
-from tunekit_train.loop import EarlyStopping, LoopParts, Schedule, StopRequest, TrainState, fit
+from tunekit_train.loop import EarlyStopping, LoopParts, Outcome, Schedule, StopRequest, TrainState, fit
 from tunekit_train.lora import add_lora, is_adapter_dir, is_lora
 from tunekit_train.losses import LOSSES, LossFn
 from tunekit_train.model import (
@@ -63,7 +68,7 @@ from tunekit_train.model import (
     prepare_model,
 )
 from tunekit_train.optim import build_optimizer, build_scheduler
-from tunekit_train.plan import check_fits, plan_recipe
+from tunekit_train.plan import Plan, check_fits, plan_recipe
 from tunekit_train.recipe import DPO_METRICS, LoadedRecipe, Recipe, TrainingConfig
 from tunekit_train.reference import build_reference
 from tunekit_train.remote import Publisher
@@ -80,6 +85,49 @@ class Paths:
     train: Path | str  # str: an s3:// URI, fetched into the run directory (tunekit_train.remote)
     validation: Path | str | None
     custom_weights: Path | None
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where the run happens: its checked recipe and paths, this process's job and device, the run directory."""
+
+    loaded: LoadedRecipe
+    paths: Paths
+    world: World
+    device: torch.device
+    plan: Plan
+    backend: Backend
+    run_dir: Path
+    resume_from: Path | None
+    """The checkpoint the run continues from (None: a new run)."""
+
+    @property
+    def config(self) -> TrainingConfig:
+        """The recipe's ``training_config``."""
+        return self.loaded.recipe.training_config
+
+
+@dataclass(frozen=True)
+class Data:
+    """The packed rows and the steps the loop takes over them."""
+
+    train: PackedRows
+    validation: PackedRows | None
+    stream: BatchStream
+    val_stream: BatchStream | None
+    schedule: Schedule
+
+
+@dataclass(frozen=True)
+class Model:
+    """The model as built (before any DDP/FSDP wrapper), its loss, and what setting it up has to report."""
+
+    module: nn.Module
+    random_init: bool
+    """Built from config.json alone (the model directory has no weights)."""
+    loss_fn: LossFn
+    events: list[tuple[str, str]]
+    """(type, message) of the events about the model and its reference."""
 
 
 def run_training(
@@ -105,124 +153,175 @@ def run_training(
             plan does not fit the device: `tunekit_train.plan`).
         UsageError: the output directory holds another run and ``resume`` was not given.
     """
-    recipe, config = loaded.recipe, loaded.recipe.training_config
+    place = _setup_place(loaded, output_dir=output_dir, resume=resume, memory_budget=memory_budget)
+    data = _setup_data(place)
+    model = _setup_model(place, data)
+    parts, state = _setup_optimizer(place, data, model)
+    log = _setup_logging(place, data, model, state, show_progress=show_progress)
+    saver = _Saver(place, model, parts, log)
+    _train(place, data.schedule, model, parts, state, log, saver)
+    saver.publisher.run_files()
+    place.world.leave()
+    return log.state
+
+
+def _setup_place(loaded: LoadedRecipe, *, output_dir: Path | None, resume: str | None, memory_budget: int | None) -> Place:
+    """Check all that can be checked before anything is written, join the job, and create the run directory."""
     paths = _check_runnable(loaded)
-    world = distributed.init_from_env()  # None unless launched by torchrun (or with its variables)
-    device = world.device() if world is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    plan = plan_recipe(loaded, device=device.type, budget=memory_budget, processes=world.size if world is not None else 1)
+    world = distributed.init_from_env()  # one process unless launched by torchrun (or with its variables)
+    device = world.device()
+    plan = plan_recipe(loaded, device=device.type, budget=memory_budget, processes=world.size)
     check_fits(plan, loaded)  # before anything is written, any data packed or any weight loaded
-    run_dir, resume_from = _run_dir(recipe, output_dir, resume)
-    if world is not None:  # every rank decides on the run directory before rank 0 writes into it
-        world.barrier()
-    main = world is None or world.is_main
-    if main:
+    run_dir, resume_from = _run_dir(loaded.recipe, output_dir, resume)
+    world.barrier()  # every rank decides on the run directory before rank 0 writes into it
+    if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "recipe.yaml").write_text(yaml.safe_dump(loaded.resolved, sort_keys=False), encoding="utf-8")
-
+    config = loaded.recipe.training_config
     torch.manual_seed(config.seed)  # dropout and LoRA init draw from the global generator
     backend = resolve_backend(config.attn_implementation, device)
-    # Rank 0 first: it packs JSONL inputs into the run's cache and saves a random base; the others reuse them.
-    with world.main_first() if world is not None else contextlib.nullcontext():
-        train_rows = open_rows(paths.train, config=config, tokenizer=paths.tokenizer, cache=run_dir / "data" / "train")
-        val_rows = (
-            open_rows(paths.validation, config=config, tokenizer=paths.tokenizer, cache=run_dir / "data" / "validation")
+    return Place(loaded, paths, world, device, plan, backend, run_dir, resume_from)
+
+
+def _setup_data(place: Place) -> Data:
+    """The packed rows, checked against the recipe, and this rank's steps over them."""
+    config, paths, cache = place.config, place.paths, place.run_dir / "data"
+    # Rank 0 first: it packs JSONL inputs into the run's cache; the others reuse the packs.
+    with place.world.main_first():
+        train = open_rows(paths.train, config=config, tokenizer=paths.tokenizer, cache=cache / "train")
+        validation = (
+            open_rows(paths.validation, config=config, tokenizer=paths.tokenizer, cache=cache / "validation")
             if paths.validation
             else None
         )
-        _check_rows(loaded, train_rows, val_rows, vision_model=is_vision_config(paths.model))
-        model, random_init = _build_model(loaded, paths, run_dir, backend)
-    model_notes = prepare_model(model, config, checkpointing=plan.activation_checkpointing, device=device)
-    model.to(device)
-    loss_fn, reference_notes = _loss(config, model, [r for r in (train_rows, val_rows) if r is not None], backend, device)
-    if world is not None:
-        distributed.check_batches(loaded.source, len(train_rows), config.global_batch_size, config.micro_batch_size, world)
-    stream = _stream(config, train_rows, backend, world)
-    schedule = _schedule(config, stream, val_rows is not None)
-    lora = config.model.lora
-    # Before the optimizer: FSDP replaces the parameters with sharded ones.
-    trained = distributed.wrap(model, world, device, fsdp=config.fsdp) if world is not None else model
-    optimizer = build_optimizer(model, config.model.optim, loraplus_lr_ratio=lora.loraplus_lr_ratio if lora else 1.0)
-    scheduler = build_scheduler(optimizer, config.model.optim, total_steps=schedule.total_steps)
-    state = TrainState()
-    if resume_from is not None:
-        state = TrainState(**ckpt.restore(resume_from, model=model, optimizer=optimizer, scheduler=scheduler)["train"])
+        _check_rows(place.loaded, train, validation, vision_model=is_vision_config(paths.model))
+    world = place.world
+    distributed.check_batches(place.loaded.source, len(train), config.global_batch_size, config.micro_batch_size, world)
+    stream = _stream(config, train, place.backend, world)
+    val_stream = _val_stream(config, validation, place.backend)
+    return Data(train, validation, stream, val_stream, _schedule(config, stream, validation is not None))
 
-    log = distributed.SilentLog() if not main else RunLog(
-        run_dir,
+
+def _setup_model(place: Place, data: Data) -> Model:
+    """The model as the recipe says, prepared and on the device, with the method's loss."""
+    config = place.config
+    with place.world.main_first():  # rank 0 saves a random base the others then load
+        module, random_init = _build_model(place.loaded, place.paths, place.run_dir, place.backend)
+    notes = prepare_model(module, config, checkpointing=place.plan.activation_checkpointing, device=place.device)
+    module.to(place.device)
+    rows = [r for r in (data.train, data.validation) if r is not None]
+    loss_fn, reference_notes = _loss(config, module, rows, place.backend, place.device)
+    return Model(module, random_init, loss_fn, [("reference", note) for note in reference_notes] + notes)
+
+
+def _setup_optimizer(place: Place, data: Data, model: Model) -> tuple[LoopParts, TrainState]:
+    """What the loop drives, with its optimizer and LR schedule, and the state it starts from.
+
+    On resume, the checkpoint's weights, moments, schedule, RNG and data position are loaded over them.
+    """
+    config, lora = place.config, place.config.model.lora
+    # Before the optimizer: FSDP replaces the parameters with sharded ones.
+    trained = distributed.wrap(model.module, place.world, place.device, fsdp=config.fsdp)
+    optimizer = build_optimizer(model.module, config.model.optim, loraplus_lr_ratio=lora.loraplus_lr_ratio if lora else 1.0)
+    scheduler = build_scheduler(optimizer, config.model.optim, total_steps=data.schedule.total_steps)
+    state = TrainState()
+    if place.resume_from is not None:
+        restored = ckpt.restore(place.resume_from, model=model.module, optimizer=optimizer, scheduler=scheduler)
+        state = TrainState(**restored["train"])
+    parts = LoopParts(
+        trained, optimizer, scheduler, model.loss_fn, place.backend,
+        data.stream, data.val_stream, place.device, place.world, config.precision,
+    )  # fmt: skip
+    return parts, state
+
+
+def _setup_logging(place: Place, data: Data, model: Model, state: TrainState, *, show_progress: bool) -> RunLog:
+    """The run's log (rank 0's; the other ranks write nothing), with the run's start recorded."""
+    config, recipe = place.config, place.loaded.recipe
+    log = distributed.SilentLog() if not place.world.is_main else RunLog(
+        place.run_dir,
         tensorboard=config.exp_manager.create_tensorboard_logger,
         tb_name=config.exp_manager.name or recipe.run.name,
         show_progress=show_progress,
-        total_steps=schedule.total_steps,
+        total_steps=data.schedule.total_steps,
         resume_step=state.step,
         extra_columns=METRIC_COLUMNS if config.method == "dpo" else (),
-        sinks=tracking.sinks_for(loaded.resolved, run_dir),  # MLflow (run.tracking*, run.register_to)
+        sinks=tracking.sinks_for(place.loaded.resolved, place.run_dir),  # MLflow (run.tracking*, run.register_to)
     )
-    facts = {
-        "lora": is_lora(model),
-        "model": str(paths.model),
-        "device": device.type,
-        "processes": world.size if world is not None else 1,
-        "strategy": ("fsdp" if config.fsdp else "ddp") if world is not None else None,
-        "attention": backend,
-        "total_steps": schedule.total_steps,
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "activation_checkpointing": plan.activation_checkpointing,
-        "planned_bytes_per_device": plan.total,
-    }
-    _record_start(log, loaded, run_dir, facts, state=state, resume_from=resume_from, random_init=random_init)
-    for split, rows in (("train", train_rows), ("validation", val_rows)):
+    _record_start(log, place, _facts(place, data, model), state=state, random_init=model.random_init)
+    for split, rows in (("train", data.train), ("validation", data.validation)):
         if rows is not None:
             log.event("data", f"{split}: {len(rows)} rows, {rows.n_tokens} tokens from {rows.source}")
-    for note in reference_notes:
-        log.event("reference", note)
-    for kind, text in model_notes:
+    for kind, text in model.events:
         log.event(kind, text)
-    tokenizer = load_tokenizer(paths.tokenizer) if paths.tokenizer and config.eval_prompts else None
-    retention = config.exp_manager.checkpoint_callback_params
-    checkpointer = ckpt.Checkpointer(
-        run_dir,
-        ckpt.Retention(retention.monitor, retention.mode, retention.save_top_k, retention.save_last, config.weights_only),
-        sharded=config.fsdp,
-        world=world,
-    )
-    publisher = Publisher(recipe.run.output_s3_path, run_dir, enabled=main)  # uploads when output_s3_path is s3://
+    return log
 
-    def save(state: TrainState) -> None:
-        sharded = distributed.is_sharded(trained)
-        if not main and not sharded:  # DDP replicas are identical: rank 0 writes the checkpoint
-            return
-        directory = checkpointer.save(
-            model=model, optimizer=optimizer, scheduler=scheduler, state=_checkpoint_state(state)
+
+def _facts(place: Place, data: Data, model: Model) -> dict[str, Any]:
+    """What ``state.json`` says about how the run trains."""
+    config, world = place.config, place.world
+    return {
+        "lora": is_lora(model.module),
+        "model": str(place.paths.model),
+        "device": place.device.type,
+        "processes": world.size,
+        "strategy": ("fsdp" if config.fsdp else "ddp") if world.is_distributed else None,
+        "attention": place.backend,
+        "total_steps": data.schedule.total_steps,
+        "trainable_parameters": sum(p.numel() for p in model.module.parameters() if p.requires_grad),
+        "activation_checkpointing": place.plan.activation_checkpointing,
+        "planned_bytes_per_device": place.plan.total,
+    }
+
+
+class _Saver:
+    """The loop's checkpoint callback: save, record, publish, and sample the recipe's eval prompts."""
+
+    def __init__(self, place: Place, model: Model, parts: LoopParts, log: RunLog) -> None:
+        config, paths = place.config, place.paths
+        self.place, self.model, self.parts, self.log = place, model, parts, log
+        self.tokenizer = hf_tokenizer(paths.tokenizer) if paths.tokenizer and config.eval_prompts else None
+        retention = config.exp_manager.checkpoint_callback_params
+        self.checkpointer = ckpt.Checkpointer(
+            place.run_dir,
+            ckpt.Retention(retention.monitor, retention.mode, retention.save_top_k, retention.save_last, config.weights_only),
+            sharded=config.fsdp,
+            world=place.world,
         )
-        if directory is None:  # FSDP ranks other than 0: shards written; forwards still need every rank
-            if tokenizer is not None:
-                _eval_prompts(model, tokenizer, config, log, state.step)
-            return
-        log.event("checkpoint", f"saved {directory.relative_to(run_dir)}", step=state.step, path=str(directory))
-        if (uri := publisher.checkpoint(directory)) is not None:
-            log.event("uploaded", f"{directory.relative_to(run_dir)} to {uri}", step=state.step, uri=uri)
-        log.update_state(checkpoint=str(directory))
-        if tokenizer is not None:
-            _eval_prompts(model, tokenizer, config, log, state.step)
+        # Uploads when output_s3_path is s3://; checks now that the bucket is writable.
+        self.publisher = Publisher(place.loaded.recipe.run.output_s3_path, place.run_dir, enabled=place.world.is_main)
 
-    parts = LoopParts(trained, optimizer, scheduler, loss_fn, backend, stream, _val_stream(config, val_rows, backend), device, world, config.precision)
-    early = EarlyStopping(config.exp_manager.early_stopping_callback_params) if config.exp_manager.create_early_stopping_callback else None
+    def __call__(self, state: TrainState) -> None:
+        """Checkpoint ``state`` (rank 0 alone under DDP, every rank's shards under FSDP)."""
+        if not self.place.world.is_main and not distributed.is_sharded(self.parts.model):
+            return  # DDP replicas are identical: rank 0 writes the checkpoint
+        parts = self.parts
+        directory = self.checkpointer.save(
+            model=self.model.module, optimizer=parts.optimizer, scheduler=parts.scheduler, state=_checkpoint_state(state)
+        )
+        if directory is not None:  # None: an FSDP rank other than 0, its shards written
+            self._record(directory, state.step)
+        if self.tokenizer is not None:  # under FSDP the forwards need every rank
+            _eval_prompts(self.model.module, self.tokenizer, self.place.config, self.log, state.step)
+
+    def _record(self, directory: Path, step: int) -> None:
+        name = directory.relative_to(self.place.run_dir)
+        self.log.event("checkpoint", f"saved {name}", step=step, path=str(directory))
+        if (uri := self.publisher.checkpoint(directory)) is not None:
+            self.log.event("uploaded", f"{name} to {uri}", step=step, uri=uri)
+        self.log.update_state(checkpoint=str(directory))
+
+
+def _train(
+    place: Place, schedule: Schedule, model: Model, parts: LoopParts, state: TrainState, log: RunLog, saver: _Saver
+) -> None:
+    """Run the loop to its end and record how it ended (``state.json``, events), whatever that was."""
+    em = place.config.exp_manager
+    early = EarlyStopping(em.early_stopping_callback_params) if em.create_early_stopping_callback else None
     try:
         with StopRequest() as stop:
-            outcome = fit(parts, state, schedule, log=log, checkpoint=save, early_stopping=early, stop=stop)
-        if outcome == "stopped":
-            log.event("stopped", "stopped on request after a final checkpoint", step=state.step)
-            log.update_state(state="stopped")
-        else:
-            # FSDP: every rank takes part in gathering the full weights that rank 0 writes.
-            full = distributed.gathered_state_dict(trained, is_lora(model)) if distributed.is_sharded(trained) else None
-            if main:
-                final = _write_final(model, paths, run_dir, full)
-                if (uri := publisher.final(final)) is not None:
-                    log.event("uploaded", f"final/ to {uri}", step=state.step, uri=uri)
-                message = "early stopping" if outcome == "early_stopped" else "reached the training limit"
-                log.event("completed", f"completed ({message}); model in final/", step=state.step, final=str(final))
-                log.update_state(state="completed", reason=outcome, final=str(final))
+            outcome = fit(parts, state, schedule, log=log, checkpoint=saver, early_stopping=early, stop=stop)
+        _finish(place, model, parts.model, log, saver.publisher, outcome, state.step)
     except KeyboardInterrupt:  # a second Ctrl-C: stopped by the user, but without a final checkpoint
         log.event("stopped", "interrupted at once (second Ctrl-C); no final checkpoint", step=state.step)
         log.update_state(state="stopped")
@@ -233,64 +332,101 @@ def run_training(
         raise
     finally:
         log.close()
-    publisher.run_files()
-    if world is not None:
-        # Leave the group together and explicitly: a rank that exits with it still alive can be
-        # aborted by gloo's background threads at interpreter exit ("terminate called ...").
-        world.barrier()
-        distributed.shutdown()
-    return log.state
+
+
+def _finish(
+    place: Place, model: Model, trained: nn.Module, log: RunLog, publisher: Publisher, outcome: Outcome, step: int
+) -> None:
+    """Record a stop; or write the final model (rank 0), publish it, and record the completion."""
+    if outcome == "stopped":
+        log.event("stopped", "stopped on request after a final checkpoint", step=step)
+        log.update_state(state="stopped")
+        return
+    # FSDP: every rank takes part in gathering the full weights that rank 0 writes.
+    full = distributed.gathered_state_dict(trained, is_lora(model.module)) if distributed.is_sharded(trained) else None
+    if not place.world.is_main:
+        return
+    final = _write_final(model.module, place.paths, place.run_dir, full)
+    if (uri := publisher.final(final)) is not None:
+        log.event("uploaded", f"final/ to {uri}", step=step, uri=uri)
+    message = "early stopping" if outcome == "early_stopped" else "reached the training limit"
+    log.event("completed", f"completed ({message}); model in final/", step=step, final=str(final))
+    log.update_state(state="completed", reason=outcome, final=str(final))
 
 
 def _check_runnable(loaded: LoadedRecipe) -> Paths:
     """Everything about the recipe that can only be checked against this machine, reported at once."""
-    recipe, config = loaded.recipe, loaded.recipe.training_config
     problems: list[str] = []
+    paths = _check_paths(loaded, problems)
+    problems += _check_monitors(loaded) + _check_attention(loaded.recipe.training_config)
+    if problems:
+        raise ConfigError(loaded.source, problems)
+    assert paths is not None  # a missing model or training data is a problem above
+    return paths
 
-    def existing(key: str, value: str | None, *, required: bool = False) -> Path | None:
-        if value is None:
-            if required:
-                problems.append(f"{key}: required to train (set it in the recipe or with --set {key}=PATH)")
-            return None
-        path = local_path(value)
-        if path is None:
-            problems.append(f"{key}: {value}: S3 is supported for the data and output paths only; use a local path or file:// URI")
-        elif not path.exists():
-            problems.append(f"{key}: {value}: no such file or directory")
-        return path if path is not None and path.exists() else None
 
-    model = existing("run.model_name_or_path", recipe.run.model_name_or_path, required=True)
+def _check_paths(loaded: LoadedRecipe, problems: list[str]) -> Paths | None:
+    """The recipe's paths, each checked; what is wrong goes to ``problems``. None: no model or training data."""
+    recipe, config = loaded.recipe, loaded.recipe.training_config
+    run = recipe.run
+    model = _existing(problems, "run.model_name_or_path", run.model_name_or_path, required=True)
     if model is not None and not (model / "config.json").is_file():
-        problems.append(f"run.model_name_or_path: {recipe.run.model_name_or_path}: not a Hugging Face model directory (no config.json)")
-    tokenizer = existing("run.tokenizer_name_or_path", recipe.run.tokenizer_name_or_path)
+        problems.append(f"run.model_name_or_path: {run.model_name_or_path}: not a Hugging Face model directory (no config.json)")
+    tokenizer = _existing(problems, "run.tokenizer_name_or_path", run.tokenizer_name_or_path)
     if tokenizer is None and model is not None and (model / "tokenizer.json").is_file():
         tokenizer = model
     if config.eval_prompts and tokenizer is None:
         problems.append("training_config.eval_prompts: need a tokenizer (run.tokenizer_name_or_path, or tokenizer files in the model directory)")
-    def data(key: str, value: str | None, *, required: bool = False) -> Path | str | None:
-        # s3:// data is read when the run starts (tunekit_train.remote.fetch_data), which names what is wrong.
-        return value if value is not None and is_s3(value) else existing(key, value, required=required)
+    train = _data_path(problems, "run.data_s3_path", run.data_s3_path, required=True)
+    validation = _data_path(problems, "run.validation_data_s3_path", run.validation_data_s3_path)
+    custom = _existing(problems, "run.custom_weights_path", run.custom_weights_path)
+    if model is None or train is None:
+        return None
+    return Paths(model, tokenizer, train, validation, custom)
 
-    train = data("run.data_s3_path", recipe.run.data_s3_path, required=True)
-    validation = data("run.validation_data_s3_path", recipe.run.validation_data_s3_path)
-    custom = existing("run.custom_weights_path", recipe.run.custom_weights_path)
+
+def _existing(problems: list[str], key: str, value: str | None, *, required: bool = False) -> Path | None:
+    """The local path ``value`` of ``key`` if it exists; else None, with the reason in ``problems``."""
+    if value is None:
+        if required:
+            problems.append(f"{key}: required to train (set it in the recipe or with --set {key}=PATH)")
+        return None
+    path = local_path(value)
+    if path is None:
+        problems.append(f"{key}: {value}: S3 is supported for the data and output paths only; use a local path or file:// URI")
+    elif not path.exists():
+        problems.append(f"{key}: {value}: no such file or directory")
+    return path if path is not None and path.exists() else None
+
+
+def _data_path(problems: list[str], key: str, value: str | None, *, required: bool = False) -> Path | str | None:
+    """A data path: an ``s3://`` URI as it is, else `_existing`."""
+    # s3:// data is read when the run starts (tunekit_train.remote.fetch_data), which names what is wrong.
+    return value if value is not None and is_s3(value) else _existing(problems, key, value, required=required)
+
+
+def _check_monitors(loaded: LoadedRecipe) -> list[str]:
+    """The metrics checkpoint retention and early stopping watch must be ones this run logs."""
+    recipe, config = loaded.recipe, loaded.recipe.training_config
     em = config.exp_manager
     monitors = {"checkpoint_callback_params": em.checkpoint_callback_params.monitor}
     if em.create_early_stopping_callback:
         monitors["early_stopping_callback_params"] = em.early_stopping_callback_params.monitor
+    problems = []
     for section, monitor in monitors.items():
         key = f"training_config.exp_manager.{section}.monitor"
         if monitor.startswith("val_") and recipe.run.validation_data_s3_path is None:
             problems.append(f"{key}: {monitor} needs run.validation_data_s3_path")
         if config.method != "dpo" and monitor.removeprefix("val_") in DPO_METRICS:
             problems.append(f"{key}: {monitor} is logged by DPO runs only (training_config.model.dpo_cfg)")
-    on_gpu = torch.cuda.is_available()
-    if config.attn_implementation in ("flex_attention", "flash_attention_2") and not on_gpu:
-        problems.append(f"training_config.attn_implementation: {config.attn_implementation} trains on CUDA only; use sdpa or auto")
-    if problems:
-        raise ConfigError(loaded.source, problems)
-    assert model is not None and train is not None
-    return Paths(model, tokenizer, train, validation, custom)
+    return problems
+
+
+def _check_attention(config: TrainingConfig) -> list[str]:
+    """Attention kernels that need CUDA, asked for on a machine without it."""
+    if config.attn_implementation in ("flex_attention", "flash_attention_2") and not torch.cuda.is_available():
+        return [f"training_config.attn_implementation: {config.attn_implementation} trains on CUDA only; use sdpa or auto"]
+    return []
 
 
 def _run_dir(recipe: Recipe, output_dir: Path | None, resume: str | None) -> tuple[Path, Path | None]:
@@ -380,46 +516,31 @@ def _loss(
     return DpoLoss(config.model.dpo_cfg, reference, chunk=config.loss_chunk_tokens), notes
 
 
-def _stream(config: TrainingConfig, rows: PackedRows, backend: Backend, world: distributed.World | None) -> BatchStream:
+def _stream(config: TrainingConfig, rows: PackedRows, backend: Backend, world: World) -> BatchStream:
+    """The training steps: in a multi-process job, each rank takes its share of every step's rows."""
     loader = config.model.training_validation.loader.args
-    accumulation = config.global_batch_size // config.micro_batch_size
-    if world is not None:  # each rank takes its share of every step's rows
-        return distributed.ShardedStream(
-            rows,
-            global_batch=config.global_batch_size,
-            micro_batch=config.micro_batch_size,
-            seed=config.seed,
-            flatten=flattens_rows(backend),
-            workers=loader.data_loader_workers,
-            prefetch=loader.prefetch_factor,
-            build=_collate(config, rows),
-            world=world,
-        )
-    # One process: the service's `replicas` data-parallel workers become extra accumulation, which gives
-    # the same update because the loss is normalised over the whole global batch.
-    return BatchStream(
-        rows,
-        global_batch=config.micro_batch_size * accumulation,
-        micro_batch=config.micro_batch_size,
-        seed=config.seed,
-        flatten=flattens_rows(backend),
-        workers=loader.data_loader_workers,
-        prefetch=loader.prefetch_factor,
-        build=_collate(config, rows),
-    )
+    # One process accumulates the whole global batch: the service's `replicas` data-parallel workers become
+    # extra accumulation, which gives the same update because the loss is normalised over the whole batch.
+    options = _batch_options(config, rows, backend, global_batch=config.global_batch_size)
+    return distributed.batch_stream(rows, world, workers=loader.data_loader_workers, prefetch=loader.prefetch_factor, **options)
 
 
 def _val_stream(config: TrainingConfig, rows: PackedRows | None, backend: Backend) -> BatchStream | None:
+    """Validation batches (every process validates on all rows)."""
     if rows is None:
         return None
-    return BatchStream(
-        rows,
-        global_batch=config.micro_batch_size,
-        micro_batch=config.micro_batch_size,
-        seed=config.seed,
-        flatten=flattens_rows(backend),
-        build=_collate(config, rows),
-    )
+    return BatchStream(rows, **_batch_options(config, rows, backend, global_batch=config.micro_batch_size))
+
+
+def _batch_options(config: TrainingConfig, rows: PackedRows, backend: Backend, *, global_batch: int) -> dict[str, Any]:
+    """The `BatchStream` options training and validation share."""
+    return {
+        "global_batch": global_batch,
+        "micro_batch": config.micro_batch_size,
+        "seed": config.seed,
+        "flatten": flattens_rows(backend),
+        "build": _collate(config, rows),
+    }
 
 
 def _collate(config: TrainingConfig, rows: PackedRows) -> Any:
@@ -455,16 +576,9 @@ def _schedule(config: TrainingConfig, stream: BatchStream, has_val: bool) -> Sch
     )
 
 
-def _record_start(
-    log: RunLog,
-    loaded: LoadedRecipe,
-    run_dir: Path,
-    facts: dict[str, Any],
-    *,
-    state: TrainState,
-    resume_from: Path | None,
-    random_init: bool,
-) -> None:
+def _record_start(log: RunLog, place: Place, facts: dict[str, Any], *, state: TrainState, random_init: bool) -> None:
+    """``state.json`` of a running run (over a resumed run's), and the events that open the run."""
+    loaded, run_dir, resume_from = place.loaded, place.run_dir, place.resume_from
     recipe = loaded.recipe
     previous = _read_json(run_dir / "state.json")
     log.state.update(previous)

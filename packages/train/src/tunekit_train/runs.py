@@ -1,5 +1,6 @@
-"""``train runs``: the runs of a runs directory with their status, like Bedrock's list of custom-model
-jobs. Reads the records ``train status`` reads (`tunekit_train.status.run_status`) and each run's
+"""``train runs``: the runs of a runs directory with their status, like Bedrock's list of custom-model jobs.
+
+Reads the records ``train status`` reads (`tunekit_train.status.run_status`) and each run's
 MLflow record, so it needs no tracking server.
 """
 

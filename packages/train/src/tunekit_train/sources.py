@@ -24,11 +24,12 @@ _KINDS = {"sft": {"sft", "cpt"}, "cpt": {"cpt", "sft"}, "dpo": {"dpo"}}
 
 
 def local_path(value: str) -> Path | None:
-    """The local path a recipe ``*_s3_path`` names (``file://`` URIs too; ``hf://datasets/OWNER/NAME``:
-    that dataset's snapshot in the local hub cache), or None for ``s3://``.
+    """The local path a recipe ``*_s3_path`` names, or None for ``s3://``.
 
+    ``file://`` URIs too; ``hf://datasets/OWNER/NAME``: that dataset's snapshot in the local hub cache.
     Data paths may name any input ``ds convert`` reads: JSONL, Parquet, Hugging Face datasets,
-    Delta tables (``tunekit_data.tables``), all packed on the fly."""
+    Delta tables (``tunekit_data.tables``), all packed on the fly.
+    """
     if is_s3(value):
         return None
     if value.startswith(HUB_SCHEME):

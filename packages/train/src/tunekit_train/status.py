@@ -1,5 +1,6 @@
-"""``train status``: a run's state, progress, latest metrics, checkpoints and events (Databricks'
-``get_events`` and Bedrock's job status, for a local run directory).
+"""``train status``: a run's state, progress, latest metrics, checkpoints and events.
+
+Databricks' ``get_events`` and Bedrock's job status, for a local run directory.
 
 A run whose ``state.json`` says ``running`` but whose process is gone (killed, machine rebooted) is
 reported as ``failed`` with the reason, since it will never update its state itself.

@@ -115,8 +115,10 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def log_params(client: Any, run_id: str, params: dict[str, str]) -> None:
-    """Log ``params`` not yet on the run; a value a resumed run changed goes to a ``param.<key>`` tag
-    (MLflow params are write-once)."""
+    """Log ``params`` not yet on the run.
+
+    A value a resumed run changed goes to a ``param.<key>`` tag (MLflow params are write-once).
+    """
     from mlflow.entities import Param, RunTag
     from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
 

@@ -44,11 +44,13 @@ def is_vision_pack(manifest: dict[str, Any]) -> bool:
 
 
 def mrope_positions(ids: np.ndarray, grids: Mapping[int, np.ndarray], merge: int) -> np.ndarray:
-    """Qwen2-VL's ``[3, len(ids)]`` positions of one sequence: text advances all three by one per token;
-    an image or video of grid (t, h, w) spans ``t * (h/merge) * (w/merge)`` tokens placed on their
-    (time, row, column) from the current position, which then advances by ``max(h, w) / merge``.
+    """Qwen2-VL's ``[3, len(ids)]`` positions of one sequence.
 
-    ``grids``: per placeholder token id (image, video), the grids of that kind in token order."""
+    Text advances all three by one per token; an image or video of grid (t, h, w) spans
+    ``t * (h/merge) * (w/merge)`` tokens placed on their (time, row, column) from the current position,
+    which then advances by ``max(h, w) / merge``. ``grids``: per placeholder token id (image, video), the
+    grids of that kind in token order.
+    """
     out = np.empty((3, len(ids)), dtype=np.int64)
     is_vision = np.isin(ids, list(grids))
     pending = {token: iter(g.reshape(-1, 3).tolist()) for token, g in grids.items()}
@@ -73,9 +75,11 @@ def _no_grids() -> torch.Tensor:
 
 @dataclass
 class VisionBatch(Batch):
-    """A `Batch` with its images and videos: ``pixel_values`` (patches of every image, in token order),
-    their ``image_grid_thw``, the same for videos, and the ``[3, rows, L]`` M-RoPE positions
-    (`mrope_positions` per segment)."""
+    """A `Batch` with its images and videos.
+
+    ``pixel_values`` (patches of every image, in token order), their ``image_grid_thw``, the same for
+    videos, and the ``[3, rows, L]`` M-RoPE positions (`mrope_positions` per segment).
+    """
 
     pixel_values: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     image_grid_thw: torch.Tensor = field(default_factory=_no_grids)
@@ -145,8 +149,11 @@ class VisionCollate:
         return out["pixel_values"]
 
     def video_pixels(self, blobs: list[bytes], grids: np.ndarray, where: str) -> np.ndarray:
-        """Pixel patches of videos' packed frames (``.npy`` blobs), laid out as transformers' Qwen2-VL
-        video processor lays them out; InputError when the grids differ from the pack's."""
+        """Pixel patches of videos' packed frames (``.npy`` blobs).
+
+        Laid out as transformers' Qwen2-VL video processor lays them out; InputError when the grids
+        differ from the pack's.
+        """
         settings = self.vision.get("video_processor") or self.vision["image_processor"]
         temporal = int(settings.get("temporal_patch_size", 2))
         if self._frame_processor is None:
@@ -163,6 +170,7 @@ class VisionCollate:
         return np.concatenate(patches)
 
     def __call__(self, rows: list[dict[str, np.ndarray]], *, flatten: bool, pad_id: int = 0) -> VisionBatch:
+        """`collate` the rows' tokens, with their images' pixels, grids and M-RoPE positions."""
         text = collate(rows, flatten=flatten, pad_id=pad_id)
         rope = text.position_ids[None].repeat(3, 1, 1)  # padding and text-only segments: text positions
         media: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {"image": ([], []), "video": ([], [])}
@@ -226,9 +234,12 @@ def _check_grids(found: np.ndarray, packed: np.ndarray, where: str) -> None:
 
 
 def video_patches(frame_patches: np.ndarray, frames: int, temporal: int) -> np.ndarray:
-    """Per-frame patches ``[frames * n, C * p * p]`` (the image processor at temporal patch 1) as one
-    video's ``[frames / temporal * n, C * temporal * p * p]``: each patch holds ``temporal``
-    consecutive frames of its place, channel-major, as Qwen2-VL's video processor flattens them."""
+    """One video's patches from its per-frame patches.
+
+    Per-frame patches ``[frames * n, C * p * p]`` (the image processor at temporal patch 1) become
+    ``[frames / temporal * n, C * temporal * p * p]``: each patch holds ``temporal`` consecutive frames
+    of its place, channel-major, as Qwen2-VL's video processor flattens them.
+    """
     per_frame = frame_patches.shape[0] // frames
     channels_pp = frame_patches.shape[1]
     grouped = frame_patches.reshape(frames // temporal, temporal, per_frame, 3, channels_pp // 3)
@@ -269,8 +280,9 @@ def load_image_processor(directory: Path) -> Any | None:
 
 
 def vision_inputs(tokenizer: Any, processor: Any, messages: list[dict[str, Any]], *, chat_template: str | None = None) -> dict[str, torch.Tensor]:
-    """Model inputs for a prompt with images, as Qwen2-VL's processor makes them: the chat template
-    renders each image part as the placeholder, which is then repeated once per image token.
+    """Model inputs for a prompt with images, as Qwen2-VL's processor makes them.
+
+    The chat template renders each image part as the placeholder, which is then repeated once per image token.
 
     ``messages``: ``{"role", "content"}`` with ``content`` a string or a list of ``{"type": "text",
     "text"}`` / ``{"type": "image", "image": PIL.Image}`` parts.
@@ -308,8 +320,10 @@ def vision_inputs(tokenizer: Any, processor: Any, messages: list[dict[str, Any]]
 
 
 def batch_builder(manifest: dict[str, Any], *, pairs: bool) -> Any:
-    """The micro-batch builder of a pack: `collate` or `VisionCollate` for its tokens, wrapped by
-    `collate_pairs` for DPO."""
+    """The micro-batch builder of a pack.
+
+    `collate` or `VisionCollate` for its tokens, wrapped by `collate_pairs` for DPO.
+    """
     from tunekit_train.dpo import collate_pairs
 
     tokens = VisionCollate.for_manifest(manifest) if is_vision_pack(manifest) else collate
@@ -317,8 +331,10 @@ def batch_builder(manifest: dict[str, Any], *, pairs: bool) -> Any:
 
 
 def split_segments(row: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-    """Each segment of a packed vision row as a row of its own, with its images and videos (the
-    unpacked, one-sample-per-row layout: padding instead of packing)."""
+    """Each segment of a packed vision row as a row of its own, with its images and videos.
+
+    The unpacked, one-sample-per-row layout: padding instead of packing.
+    """
     starts = np.cumsum([0, *row["seq_lens"]])
     kinds = [kind for kind in ("image", "video") if f"seq_{kind}s" in row]
     media = {kind: _RowMedia(row, kind) for kind in kinds}

@@ -84,8 +84,9 @@ class Server:
         stop: tuple[str, ...] = (),
         seed: int | None = None,
     ) -> Chat:
-        """Render and check a chat request (a message's content is text, or a list of text and image
-        parts: see `tunekit_train.vision.vision_inputs`).
+        """Render and check a chat request.
+
+        A message's content is text, or a list of text and image parts: see `tunekit_train.vision.vision_inputs`.
 
         Raises:
             ApiError: unknown model, a conversation the template refuses, or a prompt/token budget too long.

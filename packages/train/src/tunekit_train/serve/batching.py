@@ -177,8 +177,10 @@ def decode_batch(module: nn.Module, batch: list[Completion], device: torch.devic
 
 @torch.no_grad()
 def decode_with_images(module: nn.Module, completion: Completion, device: torch.device) -> int:
-    """Decode one vision-language prompt with the model's own ``generate`` (which derives the M-RoPE
-    positions of the images and of each new token), each token handed to the completion as it comes."""
+    """Decode one vision-language prompt, each token handed to the completion as it comes.
+
+    With the model's own ``generate``, which derives the M-RoPE positions of the images and of each new token.
+    """
     from transformers.generation import BaseStreamer, StoppingCriteria, StoppingCriteriaList
 
     class _Push(BaseStreamer):

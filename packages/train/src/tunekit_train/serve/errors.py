@@ -1,5 +1,8 @@
-"""Errors in each API's own shape: Bedrock's ``{"message"}`` with ``x-amzn-ErrorType`` (what botocore reads
-to raise ``ValidationException`` etc.), OpenAI's ``{"error": {"message", "type", "param", "code"}}``."""
+"""Errors in each API's own shape.
+
+Bedrock's ``{"message"}`` with ``x-amzn-ErrorType`` (what botocore reads to raise ``ValidationException``
+etc.), OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""What `train serve` serves: each argument becomes a model id, a model directory, a tokenizer and the chat
-template the run trained with.
+"""What `train serve` serves.
+
+Each argument becomes a model id, a model directory, a tokenizer and the chat template the run trained with.
 
 An argument is ``PATH`` or ``ID=PATH``; PATH is a run directory (its ``final/``, else its last
 checkpoint), a checkpoint, or a ``train export`` directory. The default id is the run's directory name
@@ -47,8 +48,10 @@ class ServedModel:
 
     @property
     def adapter_name(self) -> str:
-        """The peft adapter name of this id: a registered model's id (``catalog.schema.name``) has dots,
-        which torch module names cannot hold."""
+        """The peft adapter name of this id.
+
+        A registered model's id (``catalog.schema.name``) has dots, which torch module names cannot hold.
+        """
         return self.model_id.replace(".", "\N{ONE DOT LEADER}")
 
     def encode(self, messages: list[dict[str, str]]) -> list[int]:
@@ -67,8 +70,9 @@ class ServedModel:
                 raise ValueError(msg) from exc
 
     def encode_images(self, messages: list[dict[str, Any]]) -> tuple[list[int], dict[str, Any]]:
-        """Prompt ids and image tensors of a conversation whose contents hold image parts
-        (`tunekit_train.vision.vision_inputs`).
+        """Prompt ids and image tensors of a conversation whose contents hold image parts.
+
+        See `tunekit_train.vision.vision_inputs`.
 
         Raises:
             ValueError: the model takes no images, or the template refuses the conversation.

@@ -1,5 +1,7 @@
-"""OpenAI's chat API: ``POST /v1/chat/completions`` (whole, or streamed as SSE chunks ending with
-``data: [DONE]``) and ``GET /v1/models``, as the ``openai`` client and vLLM's server speak them.
+"""OpenAI's chat API: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+
+As the ``openai`` client and vLLM's server speak them: completions whole, or streamed as SSE chunks ending
+with ``data: [DONE]``.
 
 ``n`` must be 1; ``stream_options.include_usage`` adds a last chunk with token counts. Sampling
 parameters the engines do not implement (penalties, logprobs, tools) are refused rather than ignored.
