@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.vision.conftest import loss_and_grads
+from tests.vision.conftest import PACKED_BACKENDS, assert_packed_equals_alone
 from tests.vision.shapes import COLOURS, colour_record, shape_png, square_video, video_record, write_jsonl
 
 import tunekit_tokenize as tk
 from tunekit_data.media import VideoSampling
+from tunekit_train.attention import flattens_rows
 from tunekit_train.data import load_packed
 from tunekit_train.model import load_model
 from tunekit_train.vision import VisionCollate, image_processor, mrope_positions, split_segments
@@ -104,19 +105,15 @@ def test_mrope_of_videos_matches_the_models_rope_index(tmp_path, processor_dir, 
     assert checked == 2
 
 
-def test_packed_video_row_equals_its_segments_alone(tmp_path, processor_dir, vlm_dir) -> None:
+@pytest.mark.parametrize("backend", PACKED_BACKENDS)
+def test_packed_video_row_equals_its_segments_alone(tmp_path, processor_dir, vlm_dir, backend) -> None:
     rows = load_packed(_pack(tmp_path, processor_dir, 3))
     row = max((rows.row(i) for i in range(len(rows))), key=lambda r: len(r["seq_lens"]))
     assert len(row["seq_lens"]) == 4 and sum(row["seq_videos"]) == 3 and sum(row["seq_images"]) == 1
     collate = VisionCollate.for_manifest(rows.manifest)
-    model, _ = load_model(vlm_dir, backend="sdpa", seed=0)
+    model, _ = load_model(vlm_dir, backend=backend, seed=0)
     model.train(False)
 
-    packed = collate([row], flatten=False)
+    packed = collate([row], flatten=flattens_rows(backend))
     assert packed.pixel_values_videos.shape[0] == int(packed.video_grid_thw.prod(-1).sum())
-    packed_loss, packed_grads = loss_and_grads(model, [packed])
-    alone_loss, alone_grads = loss_and_grads(model, [collate([r], flatten=False) for r in split_segments(row)])
-    assert packed_loss == pytest.approx(alone_loss, rel=1e-5)
-    assert packed_grads.keys() == alone_grads.keys() and any("visual" in n for n in packed_grads)
-    for name, grad in packed_grads.items():
-        torch.testing.assert_close(grad, alone_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert_packed_equals_alone(model, packed, [collate([r], flatten=False) for r in split_segments(row)], backend)

@@ -12,8 +12,14 @@ them out (tests compare the two where torchvision is installed).
 
 Qwen2-VL's multimodal rotary positions (M-RoPE: temporal, height, width) are computed per segment, so
 every packed sequence sees its positions from 0 exactly as it would alone; the model takes them with
-the plain per-segment text positions in front (``position_ids`` of shape ``[4, batch, L]``), and the
-block-diagonal attention (`tunekit_train.attention`) keeps the segments apart. The positions are
+the plain per-segment text positions in front (``position_ids`` of shape ``[4, batch, L]``; the language
+model splits off the first as the text positions it hands to the attention layers), and the attention
+backend (`tunekit_train.attention`) keeps the segments apart. With ``sdpa_varlen`` and
+``flash_attention_2`` the micro-batch is one flattened row whose ``cu_seq_lens`` reach the language
+model's layers only: transformers' ``get_image_features``/``get_video_features`` drop those keyword
+arguments before the vision tower, which attends within each image (or frame) by its own ``cu_seqlens``
+from the grids, so no mask is built anywhere (tests compare packed rows with their segments alone under
+both backends). The positions are
 computed here rather than by ``model.get_rope_index`` because that works on whole rows (one sequence
 each) and needs the model in the collating process; tests check the two agree segment by segment.
 """
