@@ -6,8 +6,10 @@ config), same images.
 * ``pack``: `tunekit_tokenize.pack_files` with the processor, a cold media cache (every image read and
   decoded) and then a warm one, for each ``--workers`` count (2 or more starts a spawn process pool
   when the input has two batches of 512 records or more); images/s = images packed / wall seconds.
-* ``packed``: micro-batches of one row of ``--max-length`` tokens holding several samples (block-diagonal
-  attention, per-segment M-RoPE): what ``train run`` does.
+* ``packed``: micro-batches of one row of ``--max-length`` tokens holding several samples, attention per
+  segment (``sdpa_varlen``: the flattened row and its ``cu_seq_lens``, SDPA on each segment; per-segment
+  M-RoPE): what ``train run`` does on CPU (``attn_implementation: auto``).
+* ``packed_mask``: the same rows with the block-diagonal ``[L, L]`` mask (``sdpa``), for comparison.
 * ``padded``: the same samples, ``B`` per micro-batch (B = the packed rows' mean samples per row, so
   both sides see the same samples per step), padded to the longest: the layout of TRL's VLM SFT path
   (``DataCollatorForVisionLanguageModeling``, one sample per row).
@@ -93,6 +95,7 @@ def bench_train(packed: Path, model_dir: Path, *, steps: int, warmup: int) -> di
     import numpy as np
     import torch
 
+    from tunekit_train.attention import flattens_rows
     from tunekit_train.data import load_packed
     from tunekit_train.losses import causal_lm_loss
     from tunekit_train.model import load_model
@@ -106,21 +109,23 @@ def bench_train(packed: Path, model_dir: Path, *, steps: int, warmup: int) -> di
     random.Random(0).shuffle(singles)  # a dataset order, as TRL's sampler draws it (packed rows sort by length)
     per_row = len(singles) / len(all_rows)
     batch = max(1, round(per_row))
-    plans = {
-        "packed": [[all_rows[i % len(all_rows)]] for i in range(steps + warmup)],
-        "padded": [[singles[(i * batch + j) % len(singles)] for j in range(batch)] for i in range(steps + warmup)],
+    packed_plan = [[all_rows[i % len(all_rows)]] for i in range(steps + warmup)]
+    plans = {  # name: (micro-batches, attention backend)
+        "packed": (packed_plan, "sdpa_varlen"),
+        "packed_mask": (packed_plan, "sdpa"),
+        "padded": ([[singles[(i * batch + j) % len(singles)] for j in range(batch)] for i in range(steps + warmup)], "sdpa"),
     }
     figures: dict[str, float] = {"samples_per_packed_row": per_row, "padded_batch": batch}
-    for name, micro_batches in plans.items():
-        model, _ = load_model(model_dir, backend="sdpa", seed=0)
+    for name, (micro_batches, backend) in plans.items():
+        model, _ = load_model(model_dir, backend=backend, seed=0)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
         samples = tokens = padded_tokens = 0
         started = 0.0
         for step, group in enumerate(micro_batches):
             if step == warmup:
                 started, samples, tokens, padded_tokens = time.perf_counter(), 0, 0, 0
-            built = collate(group, flatten=False)
-            loss, _ = causal_lm_loss(model, built, "sdpa")
+            built = collate(group, flatten=flattens_rows(backend))
+            loss, _ = causal_lm_loss(model, built, backend)
             (loss / max(built.n_targets, 1)).backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -132,6 +137,7 @@ def bench_train(packed: Path, model_dir: Path, *, steps: int, warmup: int) -> di
         figures[f"{name}_tokens_per_s"] = tokens / seconds
         figures[f"{name}_padding_share"] = 1 - tokens / padded_tokens
     figures["speedup_packed_vs_padded"] = figures["packed_samples_per_s"] / figures["padded_samples_per_s"]
+    figures["speedup_packed_vs_packed_mask"] = figures["packed_samples_per_s"] / figures["packed_mask_samples_per_s"]
     return figures
 
 
