@@ -112,12 +112,19 @@ def prompt_ids(tokenizer: Any, messages: list[dict[str, str]], chat_template: st
 
 @torch.no_grad()
 def generate(
-    model: nn.Module, tokenizer: Any, prompts: list[str], settings: GenerationSettings, *, images: list[Any] = (), image_processor: Any = None
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: list[str],
+    settings: GenerationSettings,
+    *,
+    images: list[Any] = (),
+    image_processor: Any = None,
+    videos: list[Any] = (),
 ) -> list[str]:
     """Complete each prompt; returns the generated text only (special tokens removed).
 
-    ``images`` (Pillow images; a vision-language model and its ``image_processor``) go before each
-    prompt's text in its user turn.
+    ``images`` (Pillow images) and then ``videos`` (sampled frames: `tunekit_train.vision.load_videos`),
+    for a vision-language model and its ``image_processor``, go before each prompt's text in its user turn.
     """
     was_training = model.training
     model.eval()
@@ -126,10 +133,11 @@ def generate(
     outputs = []
     for prompt in prompts:
         turns = [{"role": "system", "content": settings.system}] if settings.system else []
-        if images:
+        if images or videos:
             from tunekit_train.vision import vision_inputs
 
-            parts = [*({"type": "image", "image": image} for image in images), {"type": "text", "text": prompt}]
+            media = [*({"type": "image", "image": image} for image in images), *({"type": "video", "video": video} for video in videos)]
+            parts = [*media, {"type": "text", "text": prompt}]
             inputs = vision_inputs(tokenizer, image_processor, [*turns, {"role": "user", "content": parts}])
             ids = inputs.pop("input_ids")
             outputs.append(complete_ids(model, tokenizer, ids.to(device), settings, **{k: v.to(device) for k, v in inputs.items()}))
@@ -147,8 +155,8 @@ def generate(
 def complete_ids(model: nn.Module, tokenizer: Any, ids: torch.Tensor, settings: GenerationSettings, **images: torch.Tensor) -> str:
     """The completion of one prompt (``ids``: shape 1 x length, on the model's device), special tokens removed.
 
-    ``images``: a vision-language prompt's ``pixel_values``, ``image_grid_thw`` and ``mm_token_type_ids``
-    (`tunekit_train.vision.vision_inputs`), on the same device.
+    ``images``: a vision-language prompt's ``pixel_values``, ``image_grid_thw`` (``pixel_values_videos``,
+    ``video_grid_thw``) and ``mm_token_type_ids`` (`tunekit_train.vision.vision_inputs`), on the same device.
     """
     sampling = {"temperature": settings.temperature, "top_k": settings.top_k, "top_p": settings.top_p} if settings.do_sample else {}
     out = model.generate(

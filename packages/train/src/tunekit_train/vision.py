@@ -161,17 +161,9 @@ class VisionCollate:
         differ from the pack's.
         """
         settings = self.vision.get("video_processor") or self.vision["image_processor"]
-        temporal = int(settings.get("temporal_patch_size", 2))
         if self._frame_processor is None:
-            # One frame per temporal step; `video_patches` pairs the frames up.
-            self._frame_processor = image_processor({**settings, "temporal_patch_size": 1})
-        patches, found = [], []
-        for blob in blobs:
-            frames = np.load(io.BytesIO(blob), allow_pickle=False)
-            out = self._frame_processor(images=list(frames), return_tensors="np")
-            _, h, w = out["image_grid_thw"][0].tolist()
-            patches.append(video_patches(out["pixel_values"], len(frames), temporal))
-            found.append((len(frames) // temporal, h, w))
+            self._frame_processor = FrameProcessor(settings)
+        patches, found = zip(*(self._frame_processor(np.load(io.BytesIO(blob), allow_pickle=False)) for blob in blobs), strict=True)
         _check_grids(np.array(found), grids, where)
         return np.concatenate(patches)
 
@@ -239,6 +231,24 @@ def _check_grids(found: np.ndarray, packed: np.ndarray, where: str) -> None:
         raise InputError(msg)
 
 
+class FrameProcessor:
+    """A video's patches and grid from its sampled frames, as Qwen2-VL's video processor makes them.
+
+    transformers' image processor (Pillow, no torchvision) at temporal patch 1 resizes, normalises and
+    patches each frame; `video_patches` pairs consecutive frames into temporal patches.
+    """
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.temporal = int(settings.get("temporal_patch_size", 2))
+        self._frames = image_processor({**settings, "temporal_patch_size": 1})
+
+    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
+        """(patches, (t, h, w) grid) of ``frames`` ``[n, height, width, 3]`` uint8, n a multiple of the temporal patch."""
+        out = self._frames(images=list(frames), return_tensors="np")
+        _, h, w = out["image_grid_thw"][0].tolist()
+        return video_patches(out["pixel_values"], len(frames), self.temporal), (len(frames) // self.temporal, h, w)
+
+
 def video_patches(frame_patches: np.ndarray, frames: int, temporal: int) -> np.ndarray:
     """One video's patches from its per-frame patches.
 
@@ -258,16 +268,28 @@ def load_images(refs: list[str]) -> list[Any]:
     Raises:
         InputError: an image cannot be fetched or decoded (the message names it).
     """
-    from tunekit_data.media import MediaCache, MediaProblem, resolve_image
+    from tunekit_data.media import MediaCache, resolve_image
 
-    cache, images = MediaCache(), []
-    for ref in refs:
-        got = resolve_image({"source": {"s3Location": {"uri": ref}}}, cache)
-        if isinstance(got, MediaProblem):
-            msg = f"{ref}: [{got.kind}] {got.message}"
-            raise InputError(msg)
-        images.append(got[1])
-    return images
+    cache = MediaCache()
+    return [_loaded(ref, resolve_image({"source": {"s3Location": {"uri": ref}}}, cache))[1] for ref in refs]
+
+
+def load_videos(refs: list[str], processor: Any) -> list[np.ndarray]:
+    """The sampled frames (`sample_video`) of videos at local paths or ``s3://`` URIs.
+
+    Raises:
+        InputError: a video cannot be fetched or decoded (the message names it).
+    """
+    return [_loaded(ref, sample_video({"source": {"s3Location": {"uri": ref}}}, processor)) for ref in refs]
+
+
+def _loaded(ref: str, got: Any) -> Any:
+    from tunekit_data.media import MediaProblem
+
+    if isinstance(got, MediaProblem):
+        msg = f"{ref}: [{got.kind}] {got.message}"
+        raise InputError(msg)
+    return got
 
 
 def image_processor(settings: dict[str, Any]) -> Any:
@@ -286,43 +308,67 @@ def load_image_processor(directory: Path) -> Any | None:
 
 
 def vision_inputs(tokenizer: Any, processor: Any, messages: list[dict[str, Any]], *, chat_template: str | None = None) -> dict[str, torch.Tensor]:
-    """Model inputs for a prompt with images, as Qwen2-VL's processor makes them.
+    """Model inputs for a prompt with images and videos, as Qwen2-VL's processor makes them.
 
-    The chat template renders each image part as the placeholder, which is then repeated once per image token.
+    The chat template renders each image (video) part as its placeholder, which is then repeated once per
+    image (video) token.
 
     ``messages``: ``{"role", "content"}`` with ``content`` a string or a list of ``{"type": "text",
-    "text"}`` / ``{"type": "image", "image": PIL.Image}`` parts.
+    "text"}`` / ``{"type": "image", "image": PIL.Image}`` / ``{"type": "video", "video": frames}`` parts
+    (``frames``: `sample_video`'s). The frames go through the image ``processor``'s settings (`FrameProcessor`);
+    a pack's videos went through the video processor's, which the tiny test model shares.
     """
-    from tunekit_tokenize.vision import IMAGE_TOKEN, VISION_END, VISION_START
+    from tunekit_tokenize.vision import IMAGE_TOKEN, VIDEO_TOKEN, VISION_END, VISION_START
 
-    images, turns = [], []
+    media: dict[str, list[Any]] = {"image": [], "video": []}
+    turns = []
     for message in messages:
         content = message["content"]
         if isinstance(content, list):
             pieces = []
             for part in content:
-                if part["type"] == "image":
-                    images.append(part["image"].convert("RGB"))
-                    pieces.append(f"{VISION_START}{IMAGE_TOKEN}{VISION_END}")
+                if part["type"] in media:
+                    media[part["type"]].append(part[part["type"]])
+                    pieces.append(f"{VISION_START}{IMAGE_TOKEN if part['type'] == 'image' else VIDEO_TOKEN}{VISION_END}")
                 else:
                     pieces.append(part["text"])
             content = "".join(pieces)
         turns.append({"role": message["role"], "content": content})
     text = tokenizer.apply_chat_template(turns, chat_template=chat_template, add_generation_prompt=True, tokenize=False)
+    merge = int(getattr(processor, "merge_size", 2))
     extra: dict[str, torch.Tensor] = {}
-    if images:
-        out = processor(images=images, return_tensors="pt")
-        merge = int(getattr(processor, "merge_size", 2))
-        counts = iter((out["image_grid_thw"].prod(-1) // merge**2).tolist())
-        # Qwen2-VL's processor does this replacement: one placeholder per image, repeated per image token.
-        parts = text.split(IMAGE_TOKEN)
-        text = parts[0] + "".join(IMAGE_TOKEN * next(counts) + rest for rest in parts[1:])
+    if media["image"]:
+        out = processor(images=[image.convert("RGB") for image in media["image"]], return_tensors="pt")
+        text = _expand(text, IMAGE_TOKEN, out["image_grid_thw"], merge)
         extra = {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+    if media["video"]:
+        frames = FrameProcessor(processor.to_dict())
+        patches, grids = zip(*(frames(video) for video in media["video"]), strict=True)
+        video_grids = torch.tensor(grids, dtype=torch.long)
+        text = _expand(text, VIDEO_TOKEN, video_grids, merge)
+        extra.update(pixel_values_videos=torch.from_numpy(np.concatenate(patches)), video_grid_thw=video_grids)
     ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
-    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    if images:
-        extra["mm_token_type_ids"] = (ids == image_id).long()
+    if extra:  # transformers' token types: 1 image, 2 video
+        image_id, video_id = tokenizer.convert_tokens_to_ids([IMAGE_TOKEN, VIDEO_TOKEN])
+        extra["mm_token_type_ids"] = (ids == image_id).long() + 2 * (ids == video_id).long()
     return {"input_ids": ids, **extra}
+
+
+def _expand(text: str, token: str, grids: torch.Tensor, merge: int) -> str:
+    # Qwen2-VL's processor does this replacement: one placeholder per image (video), repeated per token.
+    counts = iter((grids.prod(-1) // merge**2).tolist())
+    parts = text.split(token)
+    return parts[0] + "".join(token * next(counts) + rest for rest in parts[1:])
+
+
+def sample_video(block: dict[str, Any], processor: Any, sampling: Any = None) -> np.ndarray | Any:
+    """The sampled RGB frames of a Converse ``video`` block value (as ``ds pack`` samples them: `VideoSampling`,
+    a multiple of the processor's temporal patch), or the `tunekit_data.media.MediaProblem` that stops it."""
+    from tunekit_data.media import MediaCache, VideoSampling, resolve_video
+
+    temporal = int(getattr(processor, "temporal_patch_size", 2))
+    got = resolve_video(block, MediaCache(), sampling or VideoSampling(), multiple=temporal)
+    return got if not isinstance(got, tuple) else got[1]
 
 
 def batch_builder(manifest: dict[str, Any], *, pairs: bool) -> Any:

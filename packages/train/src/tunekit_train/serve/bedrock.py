@@ -23,7 +23,7 @@ from tunekit_train.serve import eventstream
 from tunekit_train.serve.app import Chat, Server, complete
 from tunekit_train.serve.engine import Delta, Finish, StopReason
 from tunekit_train.serve.errors import parse_body, refuse_unsupported
-from tunekit_train.serve.images import converse_image, require_images
+from tunekit_train.serve.images import converse_image, converse_video, require_images
 from tunekit_train.serve.models import ServedModel
 
 router = APIRouter()
@@ -40,12 +40,13 @@ class _Block(BaseModel):
     text: str | None = None
 
     image: dict[str, Any] | None = None
+    video: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _text_only(self) -> _Block:
         others = sorted(k for k in (self.model_extra or {}) if k != "cachePoint")
         if others:
-            msg = f"only text and image content blocks are supported, got {', '.join(others)}"
+            msg = f"only text, image and video content blocks are supported, got {', '.join(others)}"
             raise ValueError(msg)
         return self
 
@@ -85,14 +86,19 @@ def _text(blocks: list[_Block]) -> str:
 
 
 def _content(blocks: list[_Block], index: int, model: ServedModel) -> str | list[dict[str, Any]]:
-    """The text of a message, or its text and image parts in order when it has images."""
-    if all(b.image is None for b in blocks):
+    """The text of a message, or its text, image and video parts in order when it has media."""
+    if all(b.image is None and b.video is None for b in blocks):
         return _text(blocks)
     require_images(model)
-    return [
-        {"type": "image", "image": converse_image(b.image, f"messages[{index}].content[{j}].image")} if b.image is not None else {"type": "text", "text": b.text or ""}
-        for j, b in enumerate(blocks)
-    ]
+    parts: list[dict[str, Any]] = []
+    for j, b in enumerate(blocks):
+        if b.image is not None:
+            parts.append({"type": "image", "image": converse_image(b.image, f"messages[{index}].content[{j}].image")})
+        elif b.video is not None:
+            parts.append({"type": "video", "video": converse_video(b.video, f"messages[{index}].content[{j}].video", model)})
+        else:
+            parts.append({"type": "text", "text": b.text or ""})
+    return parts
 
 
 async def _chat(request: Request, model_id: str) -> Chat:

@@ -22,7 +22,7 @@ from starlette.responses import StreamingResponse
 from tunekit_train.serve.app import Chat, Server, complete
 from tunekit_train.serve.engine import Delta, Event, Finish, StopReason
 from tunekit_train.serve.errors import ApiError, parse_body, refuse_unsupported
-from tunekit_train.serve.images import require_images, url_image
+from tunekit_train.serve.images import require_images, url_image, url_video
 from tunekit_train.serve.models import ServedModel
 
 router = APIRouter()
@@ -31,14 +31,16 @@ _UNSUPPORTED = ("tools", "functions", "logprobs", "top_logprobs", "response_form
 _ROLES = {"developer": "system"}  # OpenAI's newer name for the system role
 
 
-class _ImageUrl(BaseModel):
+class _Url(BaseModel):
     url: str
 
 
 class _Part(BaseModel):
-    type: str = Field(pattern="^(text|image_url)$")
+    type: str = Field(pattern="^(text|image_url|video_url)$")
     text: str = ""
-    image_url: _ImageUrl | None = None
+    image_url: _Url | None = None
+    video_url: _Url | None = None
+    """vLLM's extension (OpenAI defines no video part): `tunekit_train.serve.images`."""
 
 
 class _Message(BaseModel):
@@ -51,7 +53,7 @@ class _Message(BaseModel):
         return self.content or ""
 
     def content_for(self, index: int, model: ServedModel) -> str | list[dict[str, Any]]:
-        """The text, or text and image parts (images resolved) when the message has images."""
+        """The text, or text, image and video parts (resolved) when the message has media."""
         if not isinstance(self.content, list) or all(p.type == "text" for p in self.content):
             return self.text()
         require_images(model)
@@ -59,11 +61,15 @@ class _Message(BaseModel):
         for j, part in enumerate(self.content):
             if part.type == "text":
                 parts.append({"type": "text", "text": part.text})
-            elif part.image_url is None:
-                msg = f"messages[{index}].content[{j}]: an image_url part needs image_url.url"
+                continue
+            url, field = getattr(part, part.type), f"messages[{index}].content[{j}].{part.type}"
+            if url is None:
+                msg = f"messages[{index}].content[{j}]: an {part.type} part needs {part.type}.url"
                 raise ApiError(msg, param="messages")
+            if part.type == "image_url":
+                parts.append({"type": "image", "image": url_image(url.url, field)})
             else:
-                parts.append({"type": "image", "image": url_image(part.image_url.url, f"messages[{index}].content[{j}].image_url")})
+                parts.append({"type": "video", "video": url_video(url.url, field, model)})
         return parts
 
 
