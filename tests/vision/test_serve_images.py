@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from PIL import Image
 from starlette.testclient import TestClient
 from tests.vision.shapes import shape_png, square_video
 
+from tunekit_cli.train import main as train_main
 from tunekit_train.generate import GenerationSettings, generate, load_trained
 from tunekit_train.generate import hf_tokenizer as load_tokenizer
 from tunekit_train.model import load_model
@@ -74,7 +76,7 @@ def test_openai_and_converse_images_answer_as_generate(vlm_weights: Path, s3) ->
         engine.close()
 
 
-def test_converse_video_blocks_and_video_url_parts_answer_as_generate(vlm_weights: Path, s3, tmp_path: Path) -> None:
+def test_converse_video_blocks_and_video_url_parts_answer_as_generate(vlm_weights: Path, s3, tmp_path: Path, capsys) -> None:
     video = square_video("green", size=40, seed=5)
     path = tmp_path / "green.mp4"
     path.write_bytes(video)
@@ -87,6 +89,9 @@ def test_converse_video_blocks_and_video_url_parts_answer_as_generate(vlm_weight
         load_trained(vlm_weights), load_tokenizer(vlm_weights), [PROMPT], GenerationSettings(max_new_tokens=5, do_sample=False),
         videos=frames, image_processor=processor,
     )[0]
+    argv = ["generate", str(vlm_weights), "--video", str(path), "--prompt", PROMPT, "--greedy", "--max-new-tokens", "5", "--json"]
+    assert train_main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["completions"][0]["text"] == expected
     uri = f"s3://{s3.bucket()}/served/green.mp4"
     s3.put(uri, video)
     models = resolve_models([f"colours={vlm_weights}"])

@@ -18,8 +18,9 @@ import tunekit_tokenize as tk
 from tunekit_data.media import VideoSampling
 from tunekit_train.attention import flattens_rows
 from tunekit_train.data import load_packed
+from tunekit_train.generate import hf_tokenizer as load_tokenizer
 from tunekit_train.model import load_model
-from tunekit_train.vision import VisionCollate, image_processor, mrope_positions, split_segments
+from tunekit_train.vision import VisionCollate, image_processor, load_image_processor, load_videos, mrope_positions, split_segments, vision_inputs
 
 torch.set_num_threads(1)
 
@@ -117,3 +118,17 @@ def test_packed_video_row_equals_its_segments_alone(tmp_path, processor_dir, vlm
     packed = collate([row], flatten=flattens_rows(backend))
     assert packed.pixel_values_videos.shape[0] == int(packed.video_grid_thw.prod(-1).sum())
     assert_packed_equals_alone(model, packed, [collate([r], flatten=False) for r in split_segments(row)], backend)
+
+
+def test_generate_samples_a_video_as_ds_pack_packed_it(tmp_path, processor_dir) -> None:
+    """`train generate`/`train serve` see the frames and patches training saw for the same video."""
+    rows = load_packed(_pack(tmp_path, processor_dir, 2, image=False))
+    collate = VisionCollate.for_manifest(rows.manifest)
+    processor = load_image_processor(processor_dir)
+    packed = _videos(rows)
+    for i in range(2):
+        (frames,) = load_videos([str(tmp_path / f"video-{i}.mp4")], processor, VideoSampling(fps=4, max_frames=8))
+        blob, grid = next((b, g) for b, g in packed if np.array_equal(np.load(io.BytesIO(b)), frames))
+        inputs = vision_inputs(load_tokenizer(processor_dir), processor, [{"role": "user", "content": [{"type": "video", "video": frames}]}])
+        assert inputs["video_grid_thw"][0].tolist() == grid.tolist()
+        np.testing.assert_allclose(inputs["pixel_values_videos"].numpy(), collate.video_pixels([blob], grid, "test"), atol=1e-6)

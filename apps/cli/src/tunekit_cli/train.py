@@ -145,6 +145,9 @@ def generate(
     system: Annotated[str | None, typer.Option(help="system turn before each prompt (the one the model was trained with)")] = None,
     seed: int = 0,
     image: Annotated[list[str] | None, typer.Option("--image", help="image (local path or s3:// URI) put before each prompt; repeatable; vision-language models")] = None,
+    video: Annotated[list[str] | None, typer.Option("--video", help="video (local path or s3:// URI), sampled as ds pack samples it, put after the images; repeatable")] = None,
+    video_fps: Annotated[float, typer.Option(help="with --video: frames sampled per second of video, in (0, 60] (the ds pack value the model trained with)")] = 2.0,
+    video_max_frames: Annotated[int, typer.Option(help="with --video: at most this many frames of a video, in [2, 768]")] = 128,
     json_output: JsonFlag = False,
 ) -> int:
     """Generate from a trained model (sampling defaults are Databricks' eval_prompts settings)."""
@@ -152,15 +155,20 @@ def generate(
     from tunekit_train.generate import GenerationSettings, load_trained, tokenizer_for
     from tunekit_train.generate import generate as complete
     from tunekit_train.generate import model_dir as find_model
-    from tunekit_train.vision import load_image_processor, load_images
+    from tunekit_data.media import VideoSampling
+    from tunekit_train.vision import load_image_processor, load_images, load_videos
 
     settings = GenerationSettings(max_new_tokens, temperature, top_k, top_p, not greedy, seed, raw, system)
     images = load_images(image or [])
-    processor = load_image_processor(tokenizer or find_model(model_dir)) if images else None
-    if images and processor is None:
-        msg = f"{model_dir}: --image needs a vision-language model (no preprocessor_config.json with its tokenizer)"
+    processor = load_image_processor(tokenizer or find_model(model_dir)) if images or video else None
+    if (images or video) and processor is None:
+        msg = f"{model_dir}: --image/--video need a vision-language model (no preprocessor_config.json with its tokenizer)"
         raise UsageError(msg)
-    texts = complete(load_trained(model_dir), tokenizer_for(model_dir, tokenizer), prompts, settings, images=images, image_processor=processor)
+    sampling = VideoSampling(video_fps, video_max_frames)
+    if problems := sampling.problems("--video-fps", "--video-max-frames"):
+        raise UsageError("; ".join(problems))
+    videos = load_videos(video or [], processor, sampling)
+    texts = complete(load_trained(model_dir), tokenizer_for(model_dir, tokenizer), prompts, settings, images=images, image_processor=processor, videos=videos)
     if json_output:
         print(json.dumps({"model": str(model_dir), "completions": [{"prompt": p, "text": t} for p, t in zip(prompts, texts, strict=True)]}))
     else:

@@ -274,13 +274,13 @@ def load_images(refs: list[str]) -> list[Any]:
     return [_loaded(ref, resolve_image({"source": {"s3Location": {"uri": ref}}}, cache))[1] for ref in refs]
 
 
-def load_videos(refs: list[str], processor: Any) -> list[np.ndarray]:
-    """The sampled frames (`sample_video`) of videos at local paths or ``s3://`` URIs.
+def load_videos(refs: list[str], processor: Any, sampling: Any = None) -> list[np.ndarray]:
+    """The sampled frames (`sample_video`: ``sampling``, default `VideoSampling`'s) of videos at local paths or ``s3://`` URIs.
 
     Raises:
         InputError: a video cannot be fetched or decoded (the message names it).
     """
-    return [_loaded(ref, sample_video({"source": {"s3Location": {"uri": ref}}}, processor)) for ref in refs]
+    return [_loaded(ref, sample_video({"source": {"s3Location": {"uri": ref}}}, processor, sampling)) for ref in refs]
 
 
 def _loaded(ref: str, got: Any) -> Any:
