@@ -109,7 +109,10 @@ def bench_train(packed: Path, model_dir: Path, *, steps: int, warmup: int) -> di
     random.Random(0).shuffle(singles)  # a dataset order, as TRL's sampler draws it (packed rows sort by length)
     per_row = len(singles) / len(all_rows)
     batch = max(1, round(per_row))
-    packed_plan = [[all_rows[i % len(all_rows)]] for i in range(steps + warmup)]
+    # Rows in a random order, as `train run` visits them (`epoch_order`): the pack's first rows hold its
+    # longest samples (the largest images), so taking them in pack order would time the costliest rows.
+    order = random.Random(0).sample(range(len(all_rows)), len(all_rows))
+    packed_plan = [[all_rows[order[i % len(all_rows)]]] for i in range(steps + warmup)]
     plans = {  # name: (micro-batches, attention backend)
         "packed": (packed_plan, "sdpa_varlen"),
         "packed_mask": (packed_plan, "sdpa"),
