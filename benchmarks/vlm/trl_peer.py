@@ -80,14 +80,14 @@ def bench_trl(data: Path, processor_dir: Path, model_dir: Path, out: Path, *, ba
     class Clock(TrainerCallback):
         """Starts timing at step ``warmup`` and stops at the last step's end."""
 
-        started = stopped = 0.0
+        started = stopped = cpu_started = cpu_stopped = 0.0
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if state.global_step == warmup:
-                self.started = time.perf_counter()
+                self.started, self.cpu_started = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.stopped = time.perf_counter()
+            self.stopped, self.cpu_stopped = time.perf_counter(), time.process_time()
 
     clock = Clock()
     config = SFTConfig(
@@ -113,4 +113,8 @@ def bench_trl(data: Path, processor_dir: Path, model_dir: Path, out: Path, *, ba
     )
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(trl_records(data)), processing_class=processor, callbacks=[clock])
     trainer.train()
-    return {"trl_samples_per_s": steps * batch / (clock.stopped - clock.started), "trl_batch": batch}
+    return {
+        "trl_samples_per_s": steps * batch / (clock.stopped - clock.started),
+        "trl_samples_per_cpu_s": steps * batch / (clock.cpu_stopped - clock.cpu_started),
+        "trl_batch": batch,
+    }

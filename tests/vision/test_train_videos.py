@@ -20,7 +20,15 @@ from tunekit_train.attention import flattens_rows
 from tunekit_train.data import load_packed
 from tunekit_train.generate import hf_tokenizer as load_tokenizer
 from tunekit_train.model import load_model
-from tunekit_train.vision import VisionCollate, image_processor, load_image_processor, load_videos, mrope_positions, split_segments, vision_inputs
+from tunekit_train.vision import (
+    VisionCollate,
+    image_processor,
+    load_image_processor,
+    load_videos,
+    mrope_positions,
+    split_segments,
+    vision_inputs,
+)
 
 torch.set_num_threads(1)
 

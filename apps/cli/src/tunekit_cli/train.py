@@ -152,10 +152,10 @@ def generate(
 ) -> int:
     """Generate from a trained model (sampling defaults are Databricks' eval_prompts settings)."""
     _before_torch()
+    from tunekit_data.media import VideoSampling
     from tunekit_train.generate import GenerationSettings, load_trained, tokenizer_for
     from tunekit_train.generate import generate as complete
     from tunekit_train.generate import model_dir as find_model
-    from tunekit_data.media import VideoSampling
     from tunekit_train.vision import load_image_processor, load_images, load_videos
 
     settings = GenerationSettings(max_new_tokens, temperature, top_k, top_p, not greedy, seed, raw, system)

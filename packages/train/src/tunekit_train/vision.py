@@ -361,9 +361,12 @@ def _expand(text: str, token: str, grids: torch.Tensor, merge: int) -> str:
     return parts[0] + "".join(token * next(counts) + rest for rest in parts[1:])
 
 
-def sample_video(block: dict[str, Any], processor: Any, sampling: Any = None) -> np.ndarray | Any:
-    """The sampled RGB frames of a Converse ``video`` block value (as ``ds pack`` samples them: `VideoSampling`,
-    a multiple of the processor's temporal patch), or the `tunekit_data.media.MediaProblem` that stops it."""
+def sample_video(block: dict[str, Any], processor: Any, sampling: Any = None) -> Any:
+    """The sampled RGB frames of a Converse ``video`` block value, or the `tunekit_data.media.MediaProblem` that stops it.
+
+    Sampled as ``ds pack`` samples them: ``sampling`` (default `VideoSampling`'s), a multiple of the processor's
+    temporal patch.
+    """
     from tunekit_data.media import MediaCache, VideoSampling, resolve_video
 
     temporal = int(getattr(processor, "temporal_patch_size", 2))

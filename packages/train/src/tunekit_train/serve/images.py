@@ -1,5 +1,6 @@
-"""Images and videos in chat requests: Converse ``image``/``video`` blocks and OpenAI ``image_url`` parts
-(Pillow images), and ``video_url`` parts (sampled frames).
+"""Images and videos in chat requests: Converse ``image``/``video`` blocks, OpenAI ``image_url``/``video_url`` parts.
+
+Images become Pillow images, videos their sampled frames.
 
 OpenAI's chat API defines no video part; ``{"type": "video_url", "video_url": {"url": ...}}`` is vLLM's
 (and SGLang's) extension, the shape OpenAI-compatible VLM servers share, so it is the one taken here.
