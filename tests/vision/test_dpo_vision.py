@@ -14,6 +14,7 @@ import torch
 from tests.vision.shapes import COLOURS, SHAPES, image_block, shape_png, write_jsonl
 
 import tunekit_tokenize as tk
+from tunekit_train.attention import flattens_rows
 from tunekit_train.data import BatchStream, load_packed
 from tunekit_train.dpo import segment_logps
 from tunekit_train.generate import load_trained
@@ -99,3 +100,20 @@ def test_image_dpo_lora_with_precomputed_reference_runs(s3, tmp_path, vlm_dir, m
     assert "rewards/accuracy" in metrics.splitlines()[0]
     events = (tmp_path / "run" / "events.jsonl").read_text()
     assert "reference log-probs: computed for 12 pairs" in events
+
+
+def test_pair_logps_of_flattened_image_rows_equal_padded_rows(s3, tmp_path, vlm_dir, processor_dir, monkeypatch) -> None:
+    """`train run`'s CPU default (``sdpa_varlen``: a micro-batch of image pair rows flattened into one) scores
+    each chosen and rejected answer as padded rows with the block-diagonal mask do."""
+    monkeypatch.setenv("TUNEKIT_CACHE", str(tmp_path / "cache"))
+    data = write_jsonl(tmp_path / "pairs.jsonl", _pairs(s3, 6, seed=7))
+    tk.pack_files([str(data)], tokenizer=processor_dir, processor=processor_dir, max_length=256, out_dir=tmp_path / "packed", workers=1)
+    rows = load_packed(tmp_path / "packed")
+    scores = {}
+    for backend in ("sdpa", "sdpa_varlen"):
+        stream = BatchStream(rows, global_batch=4, micro_batch=4, seed=0, flatten=flattens_rows(backend), build=batch_builder(rows.manifest, pairs=True))
+        model = load_model(vlm_dir, backend=backend, seed=0)[0].eval()
+        with torch.no_grad():
+            scores[backend] = np.concatenate([segment_logps(model, batch, backend).numpy() for batch in stream.micro_batches()])
+    assert len(scores["sdpa"]) == 12
+    np.testing.assert_allclose(scores["sdpa_varlen"], scores["sdpa"], rtol=1e-5, atol=1e-4)
