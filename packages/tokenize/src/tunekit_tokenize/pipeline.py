@@ -36,7 +36,14 @@ from tunekit_data.s3 import is_s3
 from tunekit_tokenize.cache import cache_key, cached_pack, describe_source
 from tunekit_tokenize.chat_template import ChatTemplate, resolve_template
 from tunekit_tokenize.encoder import Encoder, Kind, example_kind, sequences_per_item
-from tunekit_tokenize.manifest import MANIFEST_FILE, STATS_FILE, PackOptions, build_manifest
+from tunekit_tokenize.manifest import (
+    DEFAULT_MAX_LENGTH,
+    MANIFEST_FILE,
+    STATS_FILE,
+    PackOptions,
+    build_manifest,
+    max_length_problem,
+)
 from tunekit_tokenize.masks import LOSS_POLICIES, LossOn
 from tunekit_tokenize.packer import Bins, pack_bins
 from tunekit_tokenize.spool import SequenceStore, Spool
@@ -88,7 +95,7 @@ def pack(
     examples: Iterable[PackInput],
     *,
     tokenizer: str | Path | TokenizerBundle,
-    max_length: int,
+    max_length: int = DEFAULT_MAX_LENGTH,
     out_dir: str | Path,
     template: str = "auto",
     loss_on: LossOn = "assistant",
@@ -113,7 +120,7 @@ def pack(
         examples: ``(SourceRecord, Example | Rejection)`` per record, as `read_examples` yields them
             (rejections are counted against ``max_invalid_percent``).
         tokenizer: a local tokenizer directory or a loaded bundle.
-        max_length: tokens per packed row.
+        max_length: tokens per packed row (at least ``MIN_MAX_LENGTH``).
         out_dir: output directory; replaced if it holds an older pack, refused if it holds anything else.
             An ``s3://bucket/prefix/`` must be empty; the pack is uploaded there once complete.
         template: ``auto`` (the tokenizer's), ``chatml``, ``llama3`` or a ``.jinja`` path.
@@ -401,8 +408,8 @@ def batches(examples: Iterable[PackInput], tally: Tally) -> Iterator[Batch]:
 
 def _validate(options: PackOptions, workers: int | None) -> None:
     problems = []
-    if options.max_length < 2:
-        problems.append(f"--max-length must be at least 2, got {options.max_length}")
+    if problem := max_length_problem(options.max_length):
+        problems.append(problem)
     if options.loss_on not in LOSS_POLICIES:
         problems.append(f"--loss-on must be one of {', '.join(LOSS_POLICIES)}, got {options.loss_on!r}")
     if options.truncation not in TRUNCATION_POLICIES:
