@@ -84,8 +84,10 @@ def convert(
         ),
     ] = None,
 ) -> int:
-    """Convert datasets to Converse, Nova DPO, chat, prompt-response, preference or text; every record
-    is written or rejected with its line and reason. Exit 1 when more than --max-rejects-percent is rejected."""
+    """Convert datasets to Converse, Nova DPO, chat, prompt-response, preference or text.
+
+    Every record is written or rejected with its line and reason. Exit 1 when more than --max-rejects-percent is rejected.
+    """
     # The converter (pyarrow) is imported here, not at the top: `ds --help` never loads it.
     from tunekit_data.convert import ConvertOptions, convert_dataset
     from tunekit_data.convert.sources import discover, input_size

@@ -1,6 +1,8 @@
-"""Rule F12 with a real tokenizer: ``ds check --tokenizer DIR --max-length N`` counts every valid
-record's tokens as ``ds pack`` would (same chat template, same decoding) and warns about records
-longer than N, which the trainer would drop or truncate.
+"""Rule F12 with a real tokenizer: record lengths in tokens, counted as ``ds pack`` counts them.
+
+``ds check --tokenizer DIR --max-length N`` counts every valid record's tokens as ``ds pack`` would
+(same chat template, same decoding) and warns about records longer than N, which the trainer would
+drop or truncate.
 
 Without a tokenizer ``ds check`` cannot count tokens (``shared/spec/data-formats.md`` F12), so this
 lives here, next to the encoder, and reaches the checker as its ``CheckConfig.record_check`` hook.

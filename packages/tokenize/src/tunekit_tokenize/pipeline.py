@@ -241,7 +241,7 @@ def _pack_local(
             reader_options=provenance.reader_options,
         )
         if reused := cached_pack(out, key):
-            return PackResult(out, True, reused.manifest, reused.stats, {"hash": round(time.perf_counter() - started, 3)})
+            return PackResult(out, cached=True, manifest=reused.manifest, stats=reused.stats, seconds={"hash": round(time.perf_counter() - started, 3)})
         provenance = _Provenance(described, provenance.reader_options, key)
     staging = staging_dir(out)
     try:
@@ -267,8 +267,10 @@ def pack_files(paths: Sequence[str], *, fmt: str = "auto", **options: object) ->
 
 
 class PackEngine(Protocol):
-    """The two stages of a pack that can run elsewhere; packing itself (global BFD over the lengths)
-    always runs in the calling process."""
+    """The two stages of a pack that can run elsewhere.
+
+    Packing itself (global BFD over the lengths) always runs in the calling process.
+    """
 
     def encode(self, examples: Iterable[PackInput], job: EncodeJob, staging: Path, notify: Progress, tally: Tally) -> SequenceStore:
         """Encode every record, counting into ``tally``; return the sequences (their metadata in this process)."""
@@ -374,7 +376,7 @@ def _build(
     write_json(staging / MANIFEST_FILE, manifest)
     publish(staging, out)
     seconds["write"] = time.perf_counter() - clock
-    return PackResult(out, False, manifest, stats, {k: round(v, 3) for k, v in seconds.items()})
+    return PackResult(out, cached=False, manifest=manifest, stats=stats, seconds={k: round(v, 3) for k, v in seconds.items()})
 
 
 def batches(examples: Iterable[PackInput], tally: Tally) -> Iterator[Batch]:
