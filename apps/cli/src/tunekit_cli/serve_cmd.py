@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tunekit_cli.console import out
+
+if TYPE_CHECKING:
+    from tunekit_train.serve.app import Server
 
 
 def serve(
@@ -73,26 +76,27 @@ def serve(
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://{bound_host}:{bound_port}"
     if json_output:
-        listed = [
-            {"id": m.model_id, "path": str(m.directory), "base": None if m.base is None else str(m.base)}
-            for m in server.models.values()
-        ]
-        print(
-            json.dumps(
-                {"url": url, "host": bound_host, "port": bound_port, "engine": engine, "models": listed}
-            ),
-            flush=True,
-        )
+        _print_json(server, url, bound_host, bound_port, engine)
     else:
-        out.print(f"serving on [bold]{url}[/bold] ({engine} engine{', API key required' if api_key else ''})")
-        for model in server.models.values():
-            kind = f"adapter on {model.base}" if model.base else "model"
-            out.print(f"  {model.model_id}: {kind} {model.directory}")
-        out.print(
-            f"  Bedrock: boto3.client('bedrock-runtime', endpoint_url='{url}').converse(modelId=ID, ...)"
-        )
-        out.print(
-            f"  OpenAI:  OpenAI(base_url='{url}/v1', api_key=...).chat.completions.create(model=ID, ...)"
-        )
+        _print_serving(server, url, engine, api_key=api_key is not None)
     run(server, sock)
     return 0
+
+
+def _print_json(server: Server, url: str, host: str, port: int, engine: str) -> None:
+    """The ``--json`` line: the address and the models served."""
+    listed = [
+        {"id": m.model_id, "path": str(m.directory), "base": None if m.base is None else str(m.base)}
+        for m in server.models.values()
+    ]
+    print(json.dumps({"url": url, "host": host, "port": port, "engine": engine, "models": listed}), flush=True)
+
+
+def _print_serving(server: Server, url: str, engine: str, *, api_key: bool) -> None:
+    """Where the server listens, its models, and how boto3 and the OpenAI client reach it."""
+    out.print(f"serving on [bold]{url}[/bold] ({engine} engine{', API key required' if api_key else ''})")
+    for model in server.models.values():
+        kind = f"adapter on {model.base}" if model.base else "model"
+        out.print(f"  {model.model_id}: {kind} {model.directory}")
+    out.print(f"  Bedrock: boto3.client('bedrock-runtime', endpoint_url='{url}').converse(modelId=ID, ...)")
+    out.print(f"  OpenAI:  OpenAI(base_url='{url}/v1', api_key=...).chat.completions.create(model=ID, ...)")
