@@ -7,6 +7,7 @@ The defaults the CLI's help states are the library's too.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import io
 import json
@@ -17,7 +18,7 @@ import orjson
 import pytest
 
 import tunekit_tokenize as tk
-from tunekit_cli import check_cmd, pack_cmd
+from tunekit_cli import check_cmd, convert_cmd, pack_cmd
 from tunekit_cli.ds import main
 from tunekit_data.check import CheckConfig, report_json, run_check
 from tunekit_data.convert import ConvertOptions, convert_dataset
@@ -102,3 +103,10 @@ def test_packs_help_states_the_librarys_defaults() -> None:
         assert f"default {library[name].default})" in _help(pack_cmd.pack, name), name
         assert inspect.signature(pack_cmd.pack).parameters[name].default is None, name  # not given: the library decides
     assert f"default {tk.DEFAULT_MAX_LENGTH})" in _help(check_cmd.check, "max_length")
+
+
+def test_converts_help_states_the_librarys_defaults() -> None:
+    library = {f.name: f.default for f in dataclasses.fields(ConvertOptions)}
+    for name in ("seed", "profile", "platform", "max_rejects_percent"):
+        assert f"default {library[name]})" in _help(convert_cmd.convert, name), name
+        assert inspect.signature(convert_cmd.convert).parameters[name].default is None, name

@@ -9,6 +9,7 @@ import orjson
 import typer
 
 from tunekit_cli.console import out
+from tunekit_cli.options import given
 from tunekit_data.convert import FORMAT_ALIASES, INPUT_FORMATS
 from tunekit_data.distributed import use_ray
 from tunekit_data.errors import UsageError
@@ -57,12 +58,12 @@ def pack(
         msg = "--tokenizer DIR is required (or --processor DIR for a vision-language model)"
         raise UsageError(msg)
     if explain is not None:
-        return _explain(paths, tokenizer, explain, json_output=json_output, **_given(fmt=fmt, template=template, loss_on=loss_on))
+        return _explain(paths, tokenizer, explain, json_output=json_output, **given(fmt=fmt, template=template, loss_on=loss_on))
     if output is None:
         msg = "-o/--output is required (or use --explain N to inspect one record)"
         raise UsageError(msg)
-    # Only the options given: `pack` owns every default (None is "not given" for each of them).
-    options = _given(
+    # Only the options given: `pack` owns every default (tunekit_cli.options).
+    options = given(
         fmt=fmt, tokenizer=tokenizer, max_length=max_length, out_dir=output, template=template, loss_on=loss_on,
         truncation=truncation, window=window, seed=seed, workers=workers, max_invalid_percent=max_invalid_percent,
         processor=processor, media_cache=media_cache, max_image_pixels=max_image_pixels,
@@ -75,11 +76,6 @@ def pack(
     else:
         _print_summary(result)
     return 0
-
-
-def _given(**options: object) -> dict[str, object]:
-    """``options`` less those not given on the command line (None)."""
-    return {name: value for name, value in options.items() if value is not None}
 
 
 def _pack_files(engine: str, address: str | None):

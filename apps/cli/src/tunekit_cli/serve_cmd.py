@@ -14,42 +14,17 @@ if TYPE_CHECKING:
 
 
 def serve(
-    models: Annotated[
-        list[str],
-        typer.Argument(
-            help="run, checkpoint or export directories or registered models, each PATH, models:/NAME/VERSION "
-            "or ID=either (default id: the run's directory name, or NAME)"
-        ),
-    ],
-    host: Annotated[
-        str, typer.Option(help="address to listen on (0.0.0.0 exposes the server to the network)")
-    ] = "127.0.0.1",
-    port: Annotated[
-        int, typer.Option(min=0, max=65535, help="port (0: a free one, printed at startup)")
-    ] = 8080,
-    engine: Annotated[
-        str, typer.Option(help="transformers (CPU or GPU, batched) | vllm (GPU, needs vLLM)")
-    ] = "transformers",
-    api_key: Annotated[
-        str | None,
-        typer.Option(envvar="TUNEKIT_SERVE_API_KEY", help="require Authorization: Bearer KEY on every call"),
-    ] = None,
-    max_tokens_limit: Annotated[
-        int, typer.Option(min=1, help="largest maxTokens / max_tokens a request may ask for")
-    ] = 4096,
+    models: Annotated[list[str], typer.Argument(help="run, checkpoint or export directories or registered models, each PATH, models:/NAME/VERSION or ID=either (default id: the run's directory name, or NAME)")],
+    host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0 exposes the server to the network)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port (0: a free one, printed at startup)")] = 8080,
+    engine: Annotated[str, typer.Option(help="transformers (CPU or GPU, batched) | vllm (GPU, needs vLLM)")] = "transformers",
+    api_key: Annotated[str | None, typer.Option(envvar="TUNEKIT_SERVE_API_KEY", help="require Authorization: Bearer KEY on every call")] = None,
+    max_tokens_limit: Annotated[int, typer.Option(min=1, help="largest maxTokens / max_tokens a request may ask for")] = 4096,
     max_body_bytes: Annotated[int, typer.Option(min=1024, help="largest request body")] = 4 * 1024 * 1024,
     max_batch: Annotated[int, typer.Option(min=1, help="requests decoded together")] = 32,
-    device: Annotated[
-        str | None,
-        typer.Option(help="torch device for the transformers engine (default: cuda if available, else cpu)"),
-    ] = None,
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow server or store of models:/ arguments"),
-    ] = None,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="print one JSON object (address, model ids) once serving")
-    ] = False,
+    device: Annotated[str | None, typer.Option(help="torch device for the transformers engine (default: cuda if available, else cpu)")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow server or store of models:/ arguments")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="print one JSON object (address, model ids) once serving")] = False,
 ) -> int:
     """Serve MODELS: POST /model/{id}/converse[-stream] (Bedrock), /v1/chat/completions, GET /v1/models, /health.
 
