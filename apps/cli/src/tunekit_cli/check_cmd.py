@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import orjson
 import typer
 
 from tunekit_cli.console import out
@@ -42,7 +41,7 @@ def check(
 ) -> int:
     """Validate Converse SFT, Nova DPO, CPT and Databricks datasets, including S3 media references."""
     # The validator (pyarrow, numpy) is imported here, not at the top: `ds --help` never loads it.
-    from tunekit_data.check import CheckConfig, run_check
+    from tunekit_data.check import CheckConfig, report_json, run_check
     from tunekit_data.reader import expand_paths
 
     set_endpoint(endpoint_url)
@@ -55,7 +54,7 @@ def check(
     summary.tokens = lengths.to_dict() if lengths else None
     try:
         if json_output:
-            write_json(summary, sys.stdout.buffer)
+            report_json(summary, sys.stdout.buffer)
         else:
             print_human(summary)
     finally:
@@ -79,36 +78,9 @@ def _length_check(tokenizer: str | None, max_length: int | None, template: str):
             msg = "--max-length and --template count tokens, which needs --tokenizer DIR"
             raise UsageError(msg)
         return None
-    from tunekit_tokenize import LengthCheck, load_tokenizer
+    from tunekit_tokenize import LengthCheck
 
-    return LengthCheck(load_tokenizer(tokenizer), 32768 if max_length is None else max_length, template)
-
-
-def write_json(summary: "CheckSummary", stream) -> None:
-    """Write the `--json` contract, streaming the problem list from the spool (bounded memory)."""
-    from tunekit_data.check import iter_problems
-
-    head = {
-        "files": summary.files,
-        "format": summary.format,
-        "detected_format": summary.detected,
-        "profile": summary.profile,
-        "platform": summary.platform,
-        "records": summary.records,
-        "valid": summary.valid,
-        "invalid": summary.invalid,
-        "blank": summary.blank,
-        "warnings": summary.warnings,
-        "by_rule": dict(sorted(summary.by_rule.items())),
-    }
-    if summary.tokens is not None:
-        head["tokens"] = summary.tokens
-    stream.write(orjson.dumps(head)[:-1] + b', "errors": [')
-    for i, problem in enumerate(iter_problems(summary)):
-        stream.write((b", " if i else b"") + orjson.dumps(problem))
-    tail = {"dataset_errors": [p.to_dict() for p in summary.dataset_errors], "ok": summary.ok}
-    stream.write(b"], " + orjson.dumps(tail)[1:] + b"\n")
-    stream.flush()
+    return LengthCheck.load(tokenizer, max_length, template)
 
 
 def print_human(summary: "CheckSummary") -> None:

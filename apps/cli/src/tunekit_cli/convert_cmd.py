@@ -7,6 +7,7 @@ import orjson
 import typer
 
 from tunekit_cli.console import out
+from tunekit_cli.options import given
 from tunekit_cli.progress import byte_progress
 from tunekit_data.convert import INPUT_FORMATS, OUTPUT_FORMATS
 from tunekit_data.convert.outputs import DEFAULT_SHARD_SIZE
@@ -19,98 +20,46 @@ if TYPE_CHECKING:
 
 
 def convert(
-    paths: Annotated[
-        list[str],
-        typer.Argument(
-            help="JSONL (.gz/.zst), Parquet, Hugging Face save_to_disk folders, folders of .txt documents, s3://bucket/key objects or s3://bucket/prefix/ prefixes, or - for stdin."
-        ),
-    ],
+    paths: Annotated[list[str], typer.Argument(help="JSONL (.gz/.zst), Parquet, Hugging Face save_to_disk folders, folders of .txt documents, s3://bucket/key objects or s3://bucket/prefix/ prefixes, or - for stdin.")],
     to: Annotated[str, typer.Option(help=" | ".join(OUTPUT_FORMATS))],
-    output: Annotated[
-        str,
-        typer.Option(
-            "-o",
-            "--output",
-            help="out.jsonl, out.parquet, or a folder for JSONL shards (paths or s3:// URIs)",
-        ),
-    ],
+    output: Annotated[str, typer.Option("-o", "--output", help="out.jsonl, out.parquet, or a folder for JSONL shards (paths or s3:// URIs)")],
     fmt: Annotated[str, typer.Option("--from", help=f"auto | {' | '.join(INPUT_FORMATS)}")] = "auto",
     system: Annotated[str | None, typer.Option(help="system prompt for records that have none")] = None,
-    template: Annotated[
-        str | None, typer.Option(help="JumpStart template.json (default: one beside the inputs)")
-    ] = None,
-    bucket_owner: Annotated[
-        str | None, typer.Option(help="12-digit account id set as bucketOwner on media references")
-    ] = None,
-    media_prefix: Annotated[
-        str | None, typer.Option(help="s3://bucket/prefix that local media paths are rewritten under")
-    ] = None,
-    split: Annotated[
-        str | None,
-        typer.Option(help="hold out a share, e.g. validation=0.1 (JumpStart validation_split_ratio)"),
-    ] = None,
-    seed: Annotated[int, typer.Option(help="split seed (JumpStart train_data_split_seed)")] = 0,
-    max_samples: Annotated[
-        int | None, typer.Option(help="stop after this many training records (max_train_samples; -1 = all)")
-    ] = None,
-    rejects_out: Annotated[
-        str | None,
-        typer.Option(
-            help="write each rejected record here as JSONL with its line and reason (a path or s3://bucket/key)"
-        ),
-    ] = None,
-    profile: Annotated[
-        str, typer.Option(help=f"model whose rules the output must pass: {' | '.join(PROFILES)}")
-    ] = "nova-lite-1",
-    platform: Annotated[str, typer.Option(help="bedrock | sagemaker")] = "sagemaker",
-    shard_size: Annotated[
-        int, typer.Option(help="records per shard when -o is a folder")
-    ] = DEFAULT_SHARD_SIZE,
-    max_rejects_percent: Annotated[
-        float, typer.Option(help="exit 0 when at most this percent of records is rejected")
-    ] = 0.0,
+    template: Annotated[str | None, typer.Option(help="JumpStart template.json (default: one beside the inputs)")] = None,
+    bucket_owner: Annotated[str | None, typer.Option(help="12-digit account id set as bucketOwner on media references")] = None,
+    media_prefix: Annotated[str | None, typer.Option(help="s3://bucket/prefix that local media paths are rewritten under")] = None,
+    split: Annotated[str | None, typer.Option(help="hold out a share, e.g. validation=0.1 (JumpStart validation_split_ratio)")] = None,
+    seed: Annotated[int | None, typer.Option(help="split seed (JumpStart train_data_split_seed; default 0)")] = None,
+    max_samples: Annotated[int | None, typer.Option(help="stop after this many training records (max_train_samples; -1 = all)")] = None,
+    rejects_out: Annotated[str | None, typer.Option(help="write each rejected record here as JSONL with its line and reason (a path or s3://bucket/key)")] = None,
+    profile: Annotated[str | None, typer.Option(help=f"model whose rules the output must pass: {' | '.join(PROFILES)} (default nova-lite-1)")] = None,
+    platform: Annotated[str | None, typer.Option(help="bedrock | sagemaker (default sagemaker)")] = None,
+    shard_size: Annotated[int, typer.Option(help="records per shard when -o is a folder")] = DEFAULT_SHARD_SIZE,
+    max_rejects_percent: Annotated[float | None, typer.Option(help="exit 0 when at most this percent of records is rejected (default 0.0)")] = None,
     workers: Annotated[int | None, typer.Option(help="processes to use (default: all cores)")] = None,
     resolve_images: Annotated[bool, typer.Option(help="fetch and decode every image (once per machine: media cache); reject records whose image fails")] = False,
     media_cache: Annotated[str | None, typer.Option(help="with --resolve-images: cache directory (default: $TUNEKIT_CACHE/media, else ~/.cache/tunekit/media)")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
     engine: Annotated[str, typer.Option(help="local | ray (converted by tasks of a Ray cluster; -o is a folder of parts)")] = "local",
-    ray_address: Annotated[
-        str | None, typer.Option(help="with --engine ray: auto | ray://HOST:PORT | HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")
-    ] = None,
-    endpoint_url: Annotated[
-        str | None,
-        typer.Option(
-            help="S3-compatible endpoint for s3:// inputs and outputs (default: $AWS_ENDPOINT_URL, else AWS)"
-        ),
-    ] = None,
+    ray_address: Annotated[str | None, typer.Option(help="with --engine ray: auto | ray://HOST:PORT | HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")] = None,
+    endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint for s3:// inputs and outputs (default: $AWS_ENDPOINT_URL, else AWS)")] = None,
 ) -> int:
-    """Convert datasets to Converse, Nova DPO, chat, prompt-response, preference or text; every record
-    is written or rejected with its line and reason. Exit 1 when more than --max-rejects-percent is rejected."""
+    """Convert datasets to Converse, Nova DPO, chat, prompt-response, preference or text.
+
+    Every record is written or rejected with its line and reason. Exit 1 when more than --max-rejects-percent is rejected.
+    """
     # The converter (pyarrow) is imported here, not at the top: `ds --help` never loads it.
     from tunekit_data.convert import ConvertOptions, convert_dataset
     from tunekit_data.convert.sources import discover, input_size
 
     set_endpoint(endpoint_url)
-    options = ConvertOptions(
-        to=to,
-        out=output,
-        fmt=fmt,
-        template=template,
-        system=system,
-        media_prefix=media_prefix,
-        bucket_owner=bucket_owner,
-        split=split,
-        seed=seed,
-        max_samples=max_samples,
-        rejects_out=rejects_out,
-        profile=profile,
-        platform=platform,
-        workers=workers,
-        shard_size=shard_size,
-        max_rejects_percent=max_rejects_percent,
-        resolve_images=resolve_images,
-        media_cache=media_cache,
-    )
+    # Only the options given: `ConvertOptions` owns every default (tunekit_cli.options).
+    options = ConvertOptions(**given(
+        to=to, out=output, fmt=fmt, template=template, system=system, media_prefix=media_prefix,
+        bucket_owner=bucket_owner, split=split, seed=seed, max_samples=max_samples, rejects_out=rejects_out,
+        profile=profile, platform=platform, workers=workers, shard_size=shard_size,
+        max_rejects_percent=max_rejects_percent, resolve_images=resolve_images, media_cache=media_cache,
+    ))  # type: ignore[arg-type]  # fmt: skip
     total = input_size(discover(paths)) or 0  # 0: unknown (stdin, compressed), no bar
     with byte_progress("converting", total, enabled=not json_output) as advance:
         run = _ray_convert(ray_address) if use_ray(engine, ray_address) else convert_dataset

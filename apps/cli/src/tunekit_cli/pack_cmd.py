@@ -1,6 +1,5 @@
 """`ds pack`: tokenize with the model's chat template and pack into fixed-length rows for training."""
 
-import itertools
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,10 +9,12 @@ import orjson
 import typer
 
 from tunekit_cli.console import out
-from tunekit_data.convert import FORMAT_ALIASES, INPUT_FORMATS, Rejection
+from tunekit_cli.options import given
+from tunekit_data.convert import FORMAT_ALIASES, INPUT_FORMATS
 from tunekit_data.distributed import use_ray
-from tunekit_data.errors import InputError, UsageError
+from tunekit_data.errors import UsageError
 from tunekit_data.s3 import set_endpoint
+from tunekit_data.video_sampling import MAX_FPS, MAX_SAMPLED_FRAMES, VideoSampling
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -29,15 +30,15 @@ def pack(
     paths: Annotated[list[str], typer.Argument(help="Inputs in any format `ds convert` reads (JSONL, Parquet, HF datasets, .txt folders, s3:// objects and prefixes), or - for stdin.")],
     tokenizer: Annotated[str | None, typer.Option(help="local Hugging Face model or tokenizer directory (tokenizer.json, tokenizer_config.json); default: --processor's")] = None,
     output: Annotated[str | None, typer.Option("-o", "--output", help="output directory (Parquet shards, manifest.json, stats.json), or an empty s3://bucket/prefix/")] = None,
-    max_length: Annotated[int, typer.Option(help="tokens per packed row")] = 32768,
+    max_length: Annotated[int | None, typer.Option(help="tokens per packed row (default 32768)")] = None,
     fmt: Annotated[str, typer.Option("--format", help=_FORMATS)] = "auto",
-    template: Annotated[str, typer.Option(help="auto (the tokenizer's) | chatml | llama3 | PATH.jinja")] = "auto",
-    loss_on: Annotated[str, typer.Option(help="assistant | last-turn | all (chat data)")] = "assistant",
-    truncation: Annotated[str, typer.Option(help="drop | right (keep the start) | left (keep the end) for examples over --max-length")] = "drop",
+    template: Annotated[str | None, typer.Option(help="auto (the tokenizer's) | chatml | llama3 | PATH.jinja (default auto)")] = None,
+    loss_on: Annotated[str | None, typer.Option(help="assistant | last-turn | all (chat data; default assistant)")] = None,
+    truncation: Annotated[str | None, typer.Option(help="drop | right (keep the start) | left (keep the end) for examples over --max-length (default drop)")] = None,
     window: Annotated[int | None, typer.Option(help="pack groups of N sequences separately (bounded memory; default: all at once)")] = None,
-    seed: Annotated[int, typer.Option(help="orders equal-length sequences and shuffles rows")] = 0,
+    seed: Annotated[int | None, typer.Option(help="orders equal-length sequences and shuffles rows (default 0)")] = None,
     workers: Annotated[int | None, typer.Option(help="tokenizing processes (default: all cores)")] = None,
-    max_invalid_percent: Annotated[float, typer.Option(help="pass when at most this percent of records is rejected")] = 0.0,
+    max_invalid_percent: Annotated[float | None, typer.Option(help="pass when at most this percent of records is rejected (default 0.0)")] = None,
     explain: Annotated[int | None, typer.Option(help="show record N's tokens (0-based), trained ones highlighted, and write nothing")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
     endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint for s3:// inputs and outputs (default: $AWS_ENDPOINT_URL, else AWS)")] = None,
@@ -45,46 +46,31 @@ def pack(
     ray_address: Annotated[str | None, typer.Option(help="with --engine ray: auto | ray://HOST:PORT | HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")] = None,
     processor: Annotated[str | None, typer.Option(help="vision-language model directory (preprocessor_config.json + tokenizer): images and videos are fetched, decoded and expanded into their tokens, rows carry the image bytes and sampled video frames")] = None,
     media_cache: Annotated[str | None, typer.Option(help="media cache directory (default: $TUNEKIT_CACHE/media, else ~/.cache/tunekit/media)")] = None,
-    max_image_pixels: Annotated[int, typer.Option(help="with --processor: reject images (video frames) with more pixels (before decoding)")] = 50_000_000,
-    video_fps: Annotated[float, typer.Option(help="with --processor: video frames sampled per second of video, in (0, 60]")] = 2.0,
-    video_max_frames: Annotated[int, typer.Option(help="with --processor: at most this many frames of a video, in [2, 768]")] = 128,
+    max_image_pixels: Annotated[int | None, typer.Option(help="with --processor: reject images (video frames) with more pixels (before decoding; default 50000000)")] = None,
+    video_fps: Annotated[float, typer.Option(help=f"with --processor: video frames sampled per second of video, in (0, {MAX_FPS:g}]")] = VideoSampling.fps,
+    video_max_frames: Annotated[int, typer.Option(help=f"with --processor: at most this many frames of a video, in [2, {MAX_SAMPLED_FRAMES}]")] = VideoSampling.max_frames,
     rejects_out: Annotated[str | None, typer.Option(help="write every rejected record here (JSONL: file, line, field, reason, rule, record)")] = None,
 ) -> int:
     """Tokenize with the chat template (exact loss masks) and pack with global best-fit decreasing."""
-
     set_endpoint(endpoint_url)
     tokenizer = tokenizer or processor
     if tokenizer is None:
         msg = "--tokenizer DIR is required (or --processor DIR for a vision-language model)"
         raise UsageError(msg)
     if explain is not None:
-        return _explain(paths, tokenizer, fmt=fmt, template=template, loss_on=loss_on, record=explain, json_output=json_output)
+        return _explain(paths, tokenizer, explain, json_output=json_output, **given(fmt=fmt, template=template, loss_on=loss_on))
     if output is None:
         msg = "-o/--output is required (or use --explain N to inspect one record)"
         raise UsageError(msg)
-    from tunekit_data.media import VideoSampling
-
+    # Only the options given: `pack` owns every default (tunekit_cli.options).
+    options = given(
+        fmt=fmt, tokenizer=tokenizer, max_length=max_length, out_dir=output, template=template, loss_on=loss_on,
+        truncation=truncation, window=window, seed=seed, workers=workers, max_invalid_percent=max_invalid_percent,
+        processor=processor, media_cache=media_cache, max_image_pixels=max_image_pixels,
+        video=VideoSampling(video_fps, video_max_frames), rejects_out=rejects_out,
+    )  # fmt: skip
     with _progress(enabled=not json_output) as on_progress:
-        result = _pack_files(engine, ray_address)(
-            paths,
-            fmt=fmt,
-            tokenizer=tokenizer,
-            max_length=max_length,
-            out_dir=output,
-            template=template,
-            loss_on=loss_on,
-            truncation=truncation,
-            window=window,
-            seed=seed,
-            workers=workers,
-            max_invalid_percent=max_invalid_percent,
-            progress=on_progress,
-            processor=processor,
-            media_cache=media_cache,
-            max_image_pixels=max_image_pixels,
-            video=VideoSampling(video_fps, video_max_frames),
-            rejects_out=rejects_out,
-        )
+        result = _pack_files(engine, ray_address)(paths, progress=on_progress, **options)
     if json_output:
         _write_json(result.to_json())
     else:
@@ -162,44 +148,15 @@ def _print_summary(result: "tk.PackResult") -> None:
         out.print(f"{sample['file']}:{sample['line']}: [red]\\[{sample['reason']}][/red] {sample['message']}")
 
 
-def _explain(paths: list[str], tokenizer: str, *, fmt: str, template: str, loss_on: str, record: int, json_output: bool) -> int:
-    import tunekit_tokenize as tk
-    from tunekit_data.convert import read_examples
+def _explain(paths: list[str], tokenizer: str, record: int, *, json_output: bool, **options: object) -> int:
+    from tunekit_tokenize.explain import explain_record
 
-    if record < 0:
-        msg = f"--explain must be a record index >= 0, got {record}"
-        raise UsageError(msg)
-    bundle = tk.load_tokenizer(tokenizer)
-    reader = read_examples(paths, fmt=FORMAT_ALIASES.get(fmt, fmt))
-    found = next(itertools.islice(reader, record, None), None)
-    if found is None:
-        msg = f"--explain {record}: the input has fewer than {record + 1} records"
-        raise InputError(msg)
-    source, example = found
-    where = f"{source.file}:{source.line}"
-    if isinstance(example, Rejection):
-        msg = f"{example} (record {record} cannot be read, so it has no tokens)"
-        raise InputError(msg)
-    try:
-        sequences = tk.explain_example(bundle, example, template=template, loss_on=loss_on)  # type: ignore[arg-type]
-    except tk.ExampleRejected as exc:
-        msg = f"{where}: {exc}"
-        raise InputError(msg) from exc
-    names = ["chosen", "rejected"] if len(sequences) == 2 else ["sequence"]
+    explained = explain_record(paths, tokenizer, record, **options)  # type: ignore[arg-type]
     if json_output:
-        _write_json(
-            {
-                "record": record,
-                "file": source.file,
-                "line": source.line,
-                "sequences": [
-                    {"name": name, "tokens": [{"id": t.id, "text": t.text, "trained": t.trained} for t in tokens]}
-                    for name, tokens in zip(names, sequences, strict=True)
-                ],
-            }
-        )
+        _write_json(explained.to_json())
         return 0
-    for name, tokens in zip(names, sequences, strict=True):
+    where = f"{explained.file}:{explained.line}"
+    for name, tokens in explained.sequences:
         trained = sum(t.trained for t in tokens)
         out.print(f"[bold]record {record}[/bold] ({where}) {name}: {len(tokens):,} tokens, [green]{trained:,} trained[/green]")
         out.print(_highlight(tokens))

@@ -1,5 +1,8 @@
-"""`train runs`: the runs of a runs directory with state, method, base model, best val loss, tokens and
-duration (and their MLflow run); ``--backfill`` first logs to MLflow whatever a failed connection missed."""
+"""`train runs`: the runs of a runs directory, one line each.
+
+Each with state, method, base model, best val loss, tokens and duration (and its MLflow run);
+``--backfill`` first logs to MLflow whatever a failed connection missed.
+"""
 
 from __future__ import annotations
 

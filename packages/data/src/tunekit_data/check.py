@@ -595,6 +595,31 @@ def iter_problems(summary: CheckSummary) -> Iterator[dict]:
             yield record
 
 
+def report_json(summary: CheckSummary, stream) -> None:
+    """Write ``summary`` as the ``ds check --json`` object, streaming its problems from the spool (bounded memory)."""
+    head = {
+        "files": summary.files,
+        "format": summary.format,
+        "detected_format": summary.detected,
+        "profile": summary.profile,
+        "platform": summary.platform,
+        "records": summary.records,
+        "valid": summary.valid,
+        "invalid": summary.invalid,
+        "blank": summary.blank,
+        "warnings": summary.warnings,
+        "by_rule": dict(sorted(summary.by_rule.items())),
+    }
+    if summary.tokens is not None:
+        head["tokens"] = summary.tokens
+    stream.write(orjson.dumps(head)[:-1] + b', "errors": [')
+    for i, problem in enumerate(iter_problems(summary)):
+        stream.write((b", " if i else b"") + orjson.dumps(problem))
+    tail = {"dataset_errors": [p.to_dict() for p in summary.dataset_errors], "ok": summary.ok}
+    stream.write(b"], " + orjson.dumps(tail)[1:] + b"\n")
+    stream.flush()
+
+
 def validate_values(values: list[dict], *, fmt: str, profile: str = "nova-lite-1", platform: str = "sagemaker") -> list[list[Problem]]:
     """Check already-decoded records against ``fmt``'s rules; one problem list per record.
 

@@ -22,11 +22,13 @@ from tunekit_tokenize.encoder import (
     TokenSequence,
     encode_example,
 )
-from tunekit_tokenize.explain import ExplainedToken, explain_example
+from tunekit_tokenize.explain import ExplainedRecord, ExplainedToken, explain_example, explain_record
 from tunekit_tokenize.lengths import LengthCheck
 from tunekit_tokenize.manifest import (
     COLUMNS,
+    DEFAULT_MAX_LENGTH,
     IMAGE_COLUMNS,
+    MIN_MAX_LENGTH,
     REQUIRED_COLUMNS,
     TOKEN_COLUMNS,
     VIDEO_COLUMNS,
@@ -42,10 +44,12 @@ from tunekit_tokenize.truncation import TRUNCATION_POLICIES, Truncation
 __all__ = [
     "BUILTIN_TEMPLATES",
     "COLUMNS",
+    "DEFAULT_MAX_LENGTH",
     "FORMAT_ALIASES",
     "IGNORE_INDEX",
     "IMAGE_COLUMNS",
     "LOSS_POLICIES",
+    "MIN_MAX_LENGTH",
     "REQUIRED_COLUMNS",
     "TOKEN_COLUMNS",
     "TRUNCATION_POLICIES",
@@ -55,6 +59,7 @@ __all__ = [
     "Encoded",
     "Encoder",
     "ExampleRejected",
+    "ExplainedRecord",
     "ExplainedToken",
     "LengthCheck",
     "LossOn",
@@ -67,6 +72,7 @@ __all__ = [
     "Truncation",
     "encode_example",
     "explain_example",
+    "explain_record",
     "load_tokenizer",
     "pack",
     "pack_files",

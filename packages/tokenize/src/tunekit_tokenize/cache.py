@@ -1,5 +1,6 @@
-"""The content-hash cache: equal inputs, tokenizer, template and options give the same pack, so a
-re-run reuses the previous output instead of tokenizing again.
+"""The content-hash cache: equal inputs, tokenizer, template and options give the same pack.
+
+So a re-run reuses the previous output instead of tokenizing again.
 
 The key hashes the source files' *contents* in order (a renamed or moved file still hits), the
 tokenizer files, the template source, every option that changes the output, the reader options and

@@ -106,8 +106,10 @@ class ChatTemplate:
 
 
 def resolve_template(bundle: TokenizerBundle, name: str = "auto") -> ChatTemplate | None:
-    """The template to render with: ``auto`` (the tokenizer's own, None if it has none), a built-in
-    name (``chatml``, ``llama3``) or the path of a ``.jinja`` file.
+    """The template to render with, named by ``template``.
+
+    ``auto`` (the tokenizer's own, None if it has none), a built-in name (``chatml``, ``llama3``) or
+    the path of a ``.jinja`` file.
 
     Raises:
         UsageError: unknown name, a built-in whose special tokens the tokenizer lacks, or a template
@@ -218,12 +220,14 @@ def _raise_exception(message: str) -> None:
     raise jinja2.exceptions.TemplateError(message)
 
 
+# Jinja filter arguments are positional or keyword as a template writes them (Hugging Face's
+# ``tojson`` signature): ``x | tojson(false, 2)`` must keep working.
 def _tojson(
     value: object,
-    ensure_ascii: bool = False,
+    ensure_ascii: bool = False,  # noqa: FBT001, FBT002
     indent: int | None = None,
     separators: tuple[str, str] | None = None,
-    sort_keys: bool = False,
+    sort_keys: bool = False,  # noqa: FBT001, FBT002
 ) -> str:
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 

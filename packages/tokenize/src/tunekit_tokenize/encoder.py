@@ -216,8 +216,10 @@ class Encoder:
         return Encoded(plan.kind, tuple(sequences), plan.texts)
 
     def _expand_images(self, ids: np.ndarray, trained: np.ndarray, media: tuple[MediaRef, ...]) -> tuple[np.ndarray, np.ndarray] | Reject:
-        """Each image (video) placeholder token repeated as many times as the image (video) has
-        tokens; never trained."""
+        """Each image (video) placeholder token repeated as many times as the image (video) has tokens.
+
+        Never trained.
+        """
         assert self.images is not None
         processor = self.images.processor
         vision_ids = [i for i in (processor.image_token_id, processor.video_token_id) if i is not None]

@@ -6,13 +6,18 @@ they are invisible in loss curves; looking at the tokens is the quickest check.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from tunekit_data.convert import FORMAT_ALIASES, Rejection, read_examples
+from tunekit_data.errors import InputError, UsageError
 from tunekit_data.examples import Example
 from tunekit_tokenize.chat_template import ChatTemplate
-from tunekit_tokenize.encoder import IGNORE_INDEX, encode_example
+from tunekit_tokenize.encoder import IGNORE_INDEX, ExampleRejected, encode_example
 from tunekit_tokenize.masks import LossOn
-from tunekit_tokenize.tokenizer import TokenizerBundle
+from tunekit_tokenize.tokenizer import TokenizerBundle, load_tokenizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +62,62 @@ def explain_example(
             ]
         )
     return explained
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainedRecord:
+    """Record ``index`` of an input: where it was read, and each sequence's name and tokens."""
+
+    index: int
+    file: str
+    line: int
+    sequences: list[tuple[str, list[ExplainedToken]]]
+
+    def to_json(self) -> dict[str, object]:
+        """The ``ds pack --explain N --json`` object."""
+        return {
+            "record": self.index,
+            "file": self.file,
+            "line": self.line,
+            "sequences": [
+                {"name": name, "tokens": [{"id": t.id, "text": t.text, "trained": t.trained} for t in tokens]}
+                for name, tokens in self.sequences
+            ],
+        }
+
+
+def explain_record(
+    paths: Sequence[str],
+    tokenizer: str | Path,
+    record: int,
+    *,
+    fmt: str = "auto",
+    template: str = "auto",
+    loss_on: LossOn = "assistant",
+) -> ExplainedRecord:
+    """`explain_example` of record ``record`` (0-based) of ``paths``, read as `pack_files` reads them.
+
+    Raises:
+        UsageError: ``record`` is negative.
+        InputError: the input has no such record, or it cannot be read or encoded (the reason says why).
+    """
+    if record < 0:
+        msg = f"--explain must be a record index >= 0, got {record}"
+        raise UsageError(msg)
+    bundle = load_tokenizer(tokenizer)
+    reader = read_examples(list(paths), fmt=FORMAT_ALIASES.get(fmt, fmt))
+    found = next(itertools.islice(reader, record, None), None)
+    if found is None:
+        msg = f"--explain {record}: the input has fewer than {record + 1} records"
+        raise InputError(msg)
+    source, example = found
+    if isinstance(example, Rejection):
+        msg = f"{example} (record {record} cannot be read, so it has no tokens)"
+        raise InputError(msg)
+    try:
+        sequences = explain_example(bundle, example, template=template, loss_on=loss_on)
+    except ExampleRejected as exc:
+        msg = f"{source.file}:{source.line}: {exc}"
+        raise InputError(msg) from exc
+    names = ["chosen", "rejected"] if len(sequences) == 2 else ["sequence"]
+    return ExplainedRecord(record, source.file, source.line, list(zip(names, sequences, strict=True)))

@@ -1,6 +1,8 @@
-"""Rule F12 with a real tokenizer: ``ds check --tokenizer DIR --max-length N`` counts every valid
-record's tokens as ``ds pack`` would (same chat template, same decoding) and warns about records
-longer than N, which the trainer would drop or truncate.
+"""Rule F12 with a real tokenizer: record lengths in tokens, counted as ``ds pack`` counts them.
+
+``ds check --tokenizer DIR --max-length N`` counts every valid record's tokens as ``ds pack`` would
+(same chat template, same decoding) and warns about records longer than N, which the trainer would
+drop or truncate.
 
 Without a tokenizer ``ds check`` cannot count tokens (``shared/spec/data-formats.md`` F12), so this
 lives here, next to the encoder, and reaches the checker as its ``CheckConfig.record_check`` hook.
@@ -9,6 +11,7 @@ lives here, next to the encoder, and reaches the checker as its ``CheckConfig.re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tunekit_data.convert.inputs import FORMAT_ALIASES, INPUT_FORMATS, InputPlan
 from tunekit_data.convert.rejection import ConversionError
@@ -17,7 +20,8 @@ from tunekit_data.examples import Example
 from tunekit_data.rules import Problem
 from tunekit_tokenize.chat_template import resolve_template
 from tunekit_tokenize.encoder import Encoded, Encoder
-from tunekit_tokenize.tokenizer import TokenizerBundle
+from tunekit_tokenize.manifest import DEFAULT_MAX_LENGTH, max_length_problem
+from tunekit_tokenize.tokenizer import TokenizerBundle, load_tokenizer
 
 _NAMES = ("sequence",)
 _PAIR_NAMES = ("chosen", "rejected")
@@ -33,7 +37,7 @@ class LengthCheck:
     """
 
     bundle: TokenizerBundle
-    max_length: int
+    max_length: int = DEFAULT_MAX_LENGTH
     template: str = "auto"
     records: int = 0
     tokens: int = 0
@@ -41,10 +45,14 @@ class LengthCheck:
     over: int = 0
     _encoders: dict[bool, Encoder] = field(default_factory=dict, repr=False)
 
+    @classmethod
+    def load(cls, tokenizer: str | Path, max_length: int | None = None, template: str = "auto") -> LengthCheck:
+        """The counter for the tokenizer directory ``tokenizer``; ``max_length`` None is `DEFAULT_MAX_LENGTH`."""
+        return cls(load_tokenizer(tokenizer), DEFAULT_MAX_LENGTH if max_length is None else max_length, template)
+
     def __post_init__(self) -> None:
-        if self.max_length < 1:
-            msg = f"--max-length must be at least 1, got {self.max_length}"
-            raise UsageError(msg)
+        if problem := max_length_problem(self.max_length):
+            raise UsageError(problem)
 
     def __call__(self, fmt: str, records: list[tuple[int, object]]) -> list[tuple[int, Problem]]:
         """The F12 findings among ``records`` (``(line, decoded JSON)``, all valid for ``fmt``)."""

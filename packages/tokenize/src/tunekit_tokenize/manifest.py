@@ -69,6 +69,19 @@ VIDEO_COLUMNS = ("video_bytes", "video_grid_thw")
 VISION_COLUMNS = (*IMAGE_COLUMNS, "seq_images")
 
 
+DEFAULT_MAX_LENGTH = 32768
+"""Tokens per packed row when the caller names none (`pack`; `LengthCheck`, which predicts a pack)."""
+MIN_MAX_LENGTH = 2
+"""The shortest row: a segment's first token is never trained (labels are not shifted), so one token trains nothing."""
+
+
+def max_length_problem(max_length: int) -> str | None:
+    """What is wrong with ``max_length`` as a row length, naming ``--max-length``; None when it is allowed."""
+    if max_length < MIN_MAX_LENGTH:
+        return f"--max-length must be at least {MIN_MAX_LENGTH}, got {max_length}"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class PackOptions:
     """The settings that decide a pack's contents (all recorded in the manifest and the cache key)."""

@@ -68,8 +68,9 @@ def pack_bins(lengths: np.ndarray, capacity: int, *, window: int | None = None, 
 
 
 def best_fit_decreasing(sorted_lengths: list[int], capacity: int) -> list[int]:
-    """Bin index of each item, placing items in the given (non-increasing) order into the bin with
-    the least room that still fits, or a new bin.
+    """Bin index of each item of ``sorted_lengths`` (non-increasing), packed best-fit.
+
+    Each item goes, in the given order, into the bin with the least room that still fits, or a new bin.
     """
     size = 1 << capacity.bit_length()  # leaves 0..size-1 cover every remaining capacity 0..capacity
     tree = [0] * (2 * size)  # leaf c holds c while some open bin has exactly c free, else 0; nodes: max

@@ -36,7 +36,14 @@ from tunekit_data.s3 import is_s3
 from tunekit_tokenize.cache import cache_key, cached_pack, describe_source
 from tunekit_tokenize.chat_template import ChatTemplate, resolve_template
 from tunekit_tokenize.encoder import Encoder, Kind, example_kind, sequences_per_item
-from tunekit_tokenize.manifest import MANIFEST_FILE, STATS_FILE, PackOptions, build_manifest
+from tunekit_tokenize.manifest import (
+    DEFAULT_MAX_LENGTH,
+    MANIFEST_FILE,
+    STATS_FILE,
+    PackOptions,
+    build_manifest,
+    max_length_problem,
+)
 from tunekit_tokenize.masks import LOSS_POLICIES, LossOn
 from tunekit_tokenize.packer import Bins, pack_bins
 from tunekit_tokenize.spool import SequenceStore, Spool
@@ -85,57 +92,37 @@ class _Provenance:
 
 
 def pack(
-    examples: Iterable[PackInput],
-    *,
-    tokenizer: str | Path | TokenizerBundle,
-    max_length: int,
-    out_dir: str | Path,
-    template: str = "auto",
-    loss_on: LossOn = "assistant",
-    truncation: Truncation = "drop",
-    window: int | None = None,
-    seed: int = 0,
-    workers: int | None = None,
-    max_invalid_percent: float = 0.0,
-    sources: Sequence[str | Path] | None = None,
-    reader_options: Mapping[str, object] | None = None,
-    progress: Progress | None = None,
-    engine: PackEngine | None = None,
-    processor: str | Path | None = None,
-    media_cache: str | Path | None = None,
-    max_image_pixels: int = MAX_PIXELS,
-    video: VideoSampling | None = None,
+    examples: Iterable[PackInput], *, tokenizer: str | Path | TokenizerBundle, max_length: int = DEFAULT_MAX_LENGTH, out_dir: str | Path,
+    template: str = "auto", loss_on: LossOn = "assistant", truncation: Truncation = "drop", window: int | None = None, seed: int = 0,
+    workers: int | None = None, max_invalid_percent: float = 0.0, sources: Sequence[str | Path] | None = None,
+    reader_options: Mapping[str, object] | None = None, progress: Progress | None = None, engine: PackEngine | None = None,
+    processor: str | Path | None = None, media_cache: str | Path | None = None, max_image_pixels: int = MAX_PIXELS, video: VideoSampling | None = None,
     rejects_out: str | None = None,
-) -> PackResult:
+) -> PackResult:  # fmt: skip
     """Tokenize ``examples`` and pack them into ``out_dir`` (layout: `tunekit_tokenize.manifest`).
 
     Args:
-        examples: ``(SourceRecord, Example | Rejection)`` per record, as `read_examples` yields them
-            (rejections are counted against ``max_invalid_percent``).
+        examples: ``(SourceRecord, Example | Rejection)`` per record, as `read_examples` yields them.
         tokenizer: a local tokenizer directory or a loaded bundle.
-        max_length: tokens per packed row.
-        out_dir: output directory; replaced if it holds an older pack, refused if it holds anything else.
-            An ``s3://bucket/prefix/`` must be empty; the pack is uploaded there once complete.
+        max_length: tokens per packed row (at least ``MIN_MAX_LENGTH``).
+        out_dir: output directory, replaced if it holds an older pack, refused if anything else; or an empty ``s3://bucket/prefix/``.
         template: ``auto`` (the tokenizer's), ``chatml``, ``llama3`` or a ``.jinja`` path.
         loss_on: ``assistant`` (every answer), ``last-turn`` or ``all`` (chat data only).
         truncation: ``drop``, ``right`` (keep the start) or ``left`` (keep the end) for long examples.
         window: pack groups of this many sequences (DPO: pairs) separately; None packs globally.
         seed: orders equal-length items and shuffles the output rows.
-        workers: encoding processes (default: the cores this process may use; 1 encodes in this
-            process). More than one starts a ``spawn`` process pool, so a script calling `pack` must
-            guard its entry point with ``if __name__ == "__main__":``.
-        max_invalid_percent: fail if more than this share of records is rejected.
+        workers: encoding processes (default: the cores this process may use; 1 encodes here); more
+            than one starts a ``spawn`` pool, so a calling script must guard ``if __name__ == "__main__":``.
+        max_invalid_percent: fail if more than this share of records (reader rejections included) is rejected.
         sources: the input files; their content hashes make the run cacheable and go in the manifest.
         reader_options: options the reader was given (``{"format": ...}``), part of the cache key.
         progress: called as work advances (see `Progress`).
         engine: where records are encoded and rows written (default: `LocalEngine`, this machine's
             processes; ``tunekit_tokenize.ray_pack`` runs both as Ray tasks, reading its own inputs).
-        processor: a vision-language model directory (``preprocessor_config.json``): image and video
-            parts are fetched, decoded (videos sampled to frames) and expanded into their tokens
-            (`tunekit_tokenize.vision`), and the rows carry the images' bytes and the videos' sampled
-            frames; a record whose image or video fails is rejected. Packs on this machine only,
-            with ``truncation="drop"``, and is never reused from the content-hash cache (its images
-            are not hashed).
+        processor: a vision-language model directory (``preprocessor_config.json``): image and video parts
+            are fetched, decoded (videos sampled) and expanded into their tokens (`tunekit_tokenize.vision`),
+            the rows carry the images' bytes and sampled frames, and a record whose media fails is rejected.
+            Local engine and ``truncation="drop"`` only; never reused from the cache (media is not hashed).
         media_cache: the media cache directory (default `tunekit_data.media.default_cache_dir`).
         max_image_pixels: images (video frames) with more pixels are rejected before decoding.
         video: how videos are sampled (default `VideoSampling`: 2 frames a second, at most 128).
@@ -149,24 +136,35 @@ def pack(
     _validate(options, workers)
     bundle = tokenizer if isinstance(tokenizer, TokenizerBundle) else load_tokenizer(tokenizer)
     chat_template = resolve_template(bundle, template)
-    images = None
-    if processor is not None:
-        images = _media_inputs(load_processor(processor, bundle), media_cache, truncation, engine, max_image_pixels, video or VideoSampling())
-        sources = None  # images are not part of the content hash (see the docstring)
+    images = None if processor is None else _media_inputs(load_processor(processor, bundle), media_cache, truncation, engine, max_image_pixels, video or VideoSampling())
     remote = str(out_dir) if is_s3(str(out_dir)) else None
     if remote is not None:
         _check_s3_output(remote)
-        sources = None  # no content-hash cache on S3 (module docstring)
-    notify = progress or _quiet
+    if images is not None or remote is not None:
+        sources = None  # no content-hash cache: media is not hashed, and not for S3 outputs (module docstring)
     started = time.perf_counter()
-    provenance = _Provenance(None, dict(reader_options or {}), None)
-    # An S3 pack is built in a local temporary folder (on $TMPDIR) and uploaded when complete.
+
+    def build(local: Path, rejects: storage.AtomicOutput | None) -> PackResult:
+        stages = engine or LocalEngine(workers or available_cores(), images)
+        job = EncodeJob(Encoder(bundle, chat_template, options.loss_on, images), options.max_length, options.truncation)
+        provenance = _Provenance(None, dict(reader_options or {}), None)
+        return _pack_local(examples, job, chat_template, options, stages, local, sources, provenance, progress or _quiet, started, rejects)
+
+    return _build_at(out_dir, remote, rejects_out, build)
+
+
+def _build_at(
+    out_dir: str | Path, remote: str | None, rejects_out: str | None, build: Callable[[Path, storage.AtomicOutput | None], PackResult]
+) -> PackResult:
+    """``build(local_dir, rejects)`` for ``out_dir``, with the rejects file open while it runs.
+
+    An S3 pack (``remote``) is built in a local temporary folder (on $TMPDIR) and uploaded when
+    complete. The rejects file is committed when the pack is, or when too many records were rejected.
+    """
     local = Path(tempfile.mkdtemp(prefix="tunekit-pack-")) / "pack" if remote is not None else Path(out_dir)
     rejects = storage.open_output(rejects_out) if rejects_out is not None else None
     try:
-        stages = engine or LocalEngine(workers or available_cores(), images)
-        job = EncodeJob(Encoder(bundle, chat_template, options.loss_on, images), options.max_length, options.truncation)
-        result = _pack_local(examples, job, chat_template, options, stages, local, sources, provenance, notify, started, rejects)
+        result = build(local, rejects)
         if remote is not None:
             storage.upload_dir(local, remote, last=(MANIFEST_FILE,))
             result = replace(result, out_dir=remote)
@@ -234,7 +232,7 @@ def _pack_local(
             reader_options=provenance.reader_options,
         )
         if reused := cached_pack(out, key):
-            return PackResult(out, True, reused.manifest, reused.stats, {"hash": round(time.perf_counter() - started, 3)})
+            return PackResult(out, cached=True, manifest=reused.manifest, stats=reused.stats, seconds={"hash": round(time.perf_counter() - started, 3)})
         provenance = _Provenance(described, provenance.reader_options, key)
     staging = staging_dir(out)
     try:
@@ -260,8 +258,10 @@ def pack_files(paths: Sequence[str], *, fmt: str = "auto", **options: object) ->
 
 
 class PackEngine(Protocol):
-    """The two stages of a pack that can run elsewhere; packing itself (global BFD over the lengths)
-    always runs in the calling process."""
+    """The two stages of a pack that can run elsewhere.
+
+    Packing itself (global BFD over the lengths) always runs in the calling process.
+    """
 
     def encode(self, examples: Iterable[PackInput], job: EncodeJob, staging: Path, notify: Progress, tally: Tally) -> SequenceStore:
         """Encode every record, counting into ``tally``; return the sequences (their metadata in this process)."""
@@ -367,7 +367,7 @@ def _build(
     write_json(staging / MANIFEST_FILE, manifest)
     publish(staging, out)
     seconds["write"] = time.perf_counter() - clock
-    return PackResult(out, False, manifest, stats, {k: round(v, 3) for k, v in seconds.items()})
+    return PackResult(out, cached=False, manifest=manifest, stats=stats, seconds={k: round(v, 3) for k, v in seconds.items()})
 
 
 def batches(examples: Iterable[PackInput], tally: Tally) -> Iterator[Batch]:
@@ -401,8 +401,8 @@ def batches(examples: Iterable[PackInput], tally: Tally) -> Iterator[Batch]:
 
 def _validate(options: PackOptions, workers: int | None) -> None:
     problems = []
-    if options.max_length < 2:
-        problems.append(f"--max-length must be at least 2, got {options.max_length}")
+    if problem := max_length_problem(options.max_length):
+        problems.append(problem)
     if options.loss_on not in LOSS_POLICIES:
         problems.append(f"--loss-on must be one of {', '.join(LOSS_POLICIES)}, got {options.loss_on!r}")
     if options.truncation not in TRUNCATION_POLICIES:

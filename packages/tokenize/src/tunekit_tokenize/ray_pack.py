@@ -52,8 +52,11 @@ _META = ("lengths", "records", "prompt_lens", "is_chosen")
 
 @dataclass(slots=True)
 class EncodedShare:
-    """What an encode task returns to the driver: its counts, its sequences' metadata (``records``
-    counted from the share's first record) and the lines its byte range holds."""
+    """What an encode task returns to the driver.
+
+    Its counts, its sequences' metadata (``records`` counted from the share's first record) and the
+    lines its byte range holds.
+    """
 
     tally: Tally
     meta: dict[str, np.ndarray]
@@ -61,8 +64,10 @@ class EncodedShare:
 
 
 def encode_share(share: Share, plan: InputPlan, detection: Detection, job: EncodeJob, block_size: int) -> tuple[EncodedShare, tuple[np.ndarray, np.ndarray]]:
-    """Decode and encode one share (the task body); returns the metadata and, for the object
-    store, the tokens and trained flags of its sequences."""
+    """Decode and encode one share (the task body).
+
+    Returns the metadata and, for the object store, the tokens and trained flags of its sequences.
+    """
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one tokenizer thread per task: Ray runs a task per CPU
     files, r = share
     last: list[Block] = []
@@ -83,8 +88,10 @@ def encode_share(share: Share, plan: InputPlan, detection: Detection, job: Encod
 
 @dataclass(slots=True)
 class ClusterStore:
-    """The sequences of a Ray pack: metadata on the driver, tokens in the object store, one
-    object per encode task; task ``k`` holds sequences ``firsts[k]`` to ``firsts[k + 1] - 1``."""
+    """The sequences of a Ray pack: metadata on the driver, tokens in the object store.
+
+    One object per encode task; task ``k`` holds sequences ``firsts[k]`` to ``firsts[k + 1] - 1``.
+    """
 
     lengths: np.ndarray
     records: np.ndarray
@@ -115,7 +122,8 @@ class ClusterStore:
         return np.concatenate(ids), np.concatenate(trained).view(np.bool_)
 
 
-def write_shard_task(store: ClusterStore, bins: Bins, path: str, first: int, last: int, per_item: int, dpo: bool, max_length: int) -> int:
+# Positional: `ordered_tasks` calls a Ray task with each item of its list as the argument tuple.
+def write_shard_task(store: ClusterStore, bins: Bins, path: str, first: int, last: int, per_item: int, dpo: bool, max_length: int) -> int:  # noqa: FBT001
     """Write bins ``[first, last)`` as the shard at ``path`` (the task body); returns its rows."""
     write_shard(Path(path), shard_table(store, bins, first, last, per_item=per_item, dpo=dpo), max_length)
     return last - first
@@ -132,8 +140,11 @@ class RayEngine:
     block_size: int
 
     def encode(self, examples: Iterable[PackInput], job: EncodeJob, staging: Path, notify: Progress, tally: Tally) -> ClusterStore:
-        """Encode every share as a task; ``examples`` is unused (the tasks read the input). The tasks'
-        reject samples are merged into ``tally``; its rejects file is not written (``--rejects-out`` is local)."""
+        """Encode every share as a task; ``examples`` is unused (the tasks read the input).
+
+        The tasks' reject samples are merged into ``tally``; its rejects file is not written
+        (``--rejects-out`` is local).
+        """
         meta: dict[str, list[np.ndarray]] = {name: [] for name in _META}
         tokens, firsts = [], [0]
         lines = 0
@@ -182,8 +193,10 @@ def _merge(total: Tally, part: Tally, lines: int) -> None:
 
 
 def pack_files_ray(paths: Sequence[str], *, fmt: str = "auto", address: str | None = None, range_size: int = DEFAULT_RANGE_SIZE, **options: Any) -> PackResult:
-    """``pack_files`` on a Ray cluster: the same rows, masks and efficiency (no content-hash reuse:
-    hashing the inputs on the driver would read them all once more)."""
+    """``pack_files`` on a Ray cluster: the same rows, masks and efficiency.
+
+    No content-hash reuse: hashing the inputs on the driver would read them all once more.
+    """
     ray = connect(address)
     opened = open_input(list(paths), fmt=FORMAT_ALIASES.get(fmt, fmt))
     options.pop("workers", None)  # the cluster's CPUs are the workers

@@ -50,8 +50,11 @@ class SpoolBatch:
 
 
 class SequenceStore(Protocol):
-    """Encoded sequences as packing and writing read them: per-sequence metadata in memory, tokens
-    by ``gather`` (a `Spool` on this machine's disk, or batches held by a Ray cluster)."""
+    """Encoded sequences as packing and writing read them.
+
+    Per-sequence metadata in memory, tokens by ``gather`` (a `Spool` on this machine's disk, or
+    batches held by a Ray cluster).
+    """
 
     lengths: np.ndarray
     records: np.ndarray

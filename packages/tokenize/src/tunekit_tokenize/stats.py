@@ -53,8 +53,11 @@ class Tally:
 
 
 def summarize(tally: Tally, spool: SequenceStore, bins: Bins, *, kind: Kind, max_length: int, media: dict[str, int] | None = None) -> dict[str, object]:
-    """The ``stats.json`` payload: counts, packing efficiency against its lower bound, lengths (and
-    ``media``: the images and videos in the rows of a vision pack)."""
+    """The ``stats.json`` payload.
+
+    Counts, packing efficiency against its lower bound, lengths (and ``media``: the images and
+    videos in the rows of a vision pack).
+    """
     lengths = spool.lengths
     tokens = int(lengths.sum())
     fill = bins.totals(spool.item_lengths(sequences_per_item(kind)))

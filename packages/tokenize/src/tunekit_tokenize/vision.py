@@ -47,8 +47,11 @@ MAX_ASPECT = 200  # Qwen2-VL refuses more elongated images
 
 @dataclass(frozen=True, slots=True)
 class MediaRef:
-    """One image or video of a sequence: its content key in the media cache (an image's file, a
-    video's sampled frames) and its patch grid (t, h, w)."""
+    """One image or video of a sequence.
+
+    Its content key in the media cache (an image's file, a video's sampled frames) and its patch
+    grid (t, h, w).
+    """
 
     key: str
     grid: tuple[int, int, int]
@@ -186,16 +189,20 @@ def _json(file: Path, raw: bytes) -> dict[str, Any]:
 
 
 def _pixel_bounds(config: dict[str, Any], low: int, high: int) -> tuple[int, int]:
-    """(min, max) pixels of a saved processor config: ``min_pixels``/``max_pixels`` or ``size``, else the
-    defaults of transformers' Qwen2-VL processor."""
+    """(min, max) pixels of a saved processor config.
+
+    ``min_pixels``/``max_pixels`` or ``size``, else the defaults of transformers' Qwen2-VL processor.
+    """
     size = config.get("size") or {}
     return int(config.get("min_pixels") or size.get("shortest_edge") or low), int(config.get("max_pixels") or size.get("longest_edge") or high)
 
 
 @dataclass(frozen=True)
 class MediaInputs:
-    """What an encoder needs to turn image and video parts into tokens: the processor, the media cache
-    and the video sampling."""
+    """What an encoder needs to turn image and video parts into tokens.
+
+    The processor, the media cache and the video sampling.
+    """
 
     processor: VisionProcessor
     cache_root: Path
@@ -208,8 +215,10 @@ class MediaInputs:
         return {**self.processor.describe(), "video_sampling": {"fps": self.video.fps, "max_frames": self.video.max_frames}}
 
     def resolve(self, messages: tuple[Message, ...]) -> ResolvedMedia:
-        """The messages as template input (each image or video block replaced by its placeholder) and
-        their media in order, or the first media problem with its field path."""
+        """The messages as template input and their media in order, or the first media problem.
+
+        Each image or video block becomes its placeholder; a problem names its field path.
+        """
         cache = MediaCache(self.cache_root)
         rendered: list[dict[str, str]] = []
         media: list[MediaRef] = []

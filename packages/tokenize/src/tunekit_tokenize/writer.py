@@ -89,15 +89,21 @@ def shard_ranges(bin_tokens: np.ndarray) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class MediaColumns:
-    """Where a vision pack's media columns come from: each sequence's images and videos, and the cache
-    holding their bytes (an image's file, a video's sampled frames as ``.npy``)."""
+    """Where a vision pack's media columns come from.
+
+    Each sequence's images and videos, and the cache holding their bytes (an image's file, a video's
+    sampled frames as ``.npy``).
+    """
 
     images: list[tuple[MediaRef, ...]]
     cache: MediaCache
 
     def columns(self, sequences: np.ndarray, seg_offsets: np.ndarray) -> dict[str, pa.Array]:
-        """Per row ``image_bytes`` and ``image_grid_thw`` (t, h, w per image), per segment
-        ``seq_images``; the same for videos (``video_bytes``, ``video_grid_thw``, ``seq_videos``)."""
+        """The media columns of the rows of ``sequences``.
+
+        Per row ``image_bytes`` and ``image_grid_thw`` (t, h, w per image), per segment
+        ``seq_images``; the same for videos (``video_bytes``, ``video_grid_thw``, ``seq_videos``).
+        """
         per_sequence = [self.images[s] for s in sequences.tolist()]
         columns: dict[str, pa.Array] = {}
         for kind in ("image", "video"):
@@ -124,6 +130,7 @@ class MediaColumns:
 def shard_table(
     spool: SequenceStore, bins: Bins, first: int, last: int, *, per_item: int, dpo: bool, images: MediaColumns | None = None
 ) -> pa.Table:
+    """Rows ``first`` to ``last - 1`` of ``bins`` as one shard's table (token, DPO and media columns)."""
     items = bins.items[bins.offsets[first] : bins.offsets[last]]
     sequences = (items[:, None] * per_item + np.arange(per_item)).ravel()
     lengths = spool.lengths[sequences]

@@ -1,0 +1,112 @@
+"""`ds check`, `ds convert` and `ds pack` print the library's own `--json` objects, byte for byte.
+
+The shapes belong to the library (`report_json`, `ConvertSummary.to_dict`, `PackResult.to_json`):
+each test runs a command on the examples and the library call it stands for, and compares the bytes.
+The defaults the CLI's help states are the library's too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import io
+import json
+import typing
+from pathlib import Path
+
+import orjson
+import pytest
+
+import tunekit_tokenize as tk
+from tunekit_cli import check_cmd, convert_cmd, pack_cmd
+from tunekit_cli.ds import main
+from tunekit_data.check import CheckConfig, report_json, run_check
+from tunekit_data.convert import ConvertOptions, convert_dataset
+
+ROOT = Path(__file__).parents[2]
+SFT = str(ROOT / "examples" / "data" / "sft.jsonl")
+DPO = str(ROOT / "examples" / "data" / "dpo.jsonl")
+TOKENIZER = str(ROOT / "examples" / "tiny" / "tokenizer")
+
+
+def ds(capsysbinary: pytest.CaptureFixture[bytes], *args: str) -> bytes:
+    main(list(args))
+    return capsysbinary.readouterr().out
+
+
+@pytest.mark.parametrize("path", [SFT, DPO])
+def test_check_json_is_the_reports(capsysbinary: pytest.CaptureFixture[bytes], path: str) -> None:
+    printed = ds(capsysbinary, "check", path, "--json")
+    summary = run_check([path], CheckConfig())
+    expected = io.BytesIO()
+    try:
+        report_json(summary, expected)
+    finally:
+        summary.close()
+    assert printed == expected.getvalue()
+
+
+def test_check_json_with_token_counts_is_the_reports(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    printed = ds(capsysbinary, "check", SFT, "--tokenizer", TOKENIZER, "--max-length", "32", "--json")
+    lengths = tk.LengthCheck.load(TOKENIZER, 32)
+    summary = run_check([SFT], CheckConfig(record_check=lengths))
+    summary.tokens = lengths.to_dict()
+    expected = io.BytesIO()
+    try:
+        report_json(summary, expected)
+    finally:
+        summary.close()
+    assert printed == expected.getvalue()
+    assert json.loads(printed)["tokens"]["over_max_length"] > 0  # the counter ran: some records exceed 32
+
+
+def test_convert_json_is_the_summarys(capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path) -> None:
+    printed = ds(capsysbinary, "convert", SFT, "--to", "chat", "-o", str(tmp_path / "cli.jsonl"), "--json")
+    summary = convert_dataset([SFT], ConvertOptions(to="chat", out=str(tmp_path / "lib.jsonl")))
+    expected = orjson.dumps(summary.to_dict()).replace(b"lib.jsonl", b"cli.jsonl") + b"\n"
+    assert printed == expected
+
+
+def test_pack_json_is_the_results(capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path) -> None:
+    printed = json.loads(ds(capsysbinary, "pack", DPO, "--tokenizer", TOKENIZER, "-o", str(tmp_path / "cli"), "--workers", "1", "--json"))
+    result = tk.pack_files([DPO], tokenizer=TOKENIZER, out_dir=tmp_path / "lib", workers=1).to_json()
+    for payload in (printed, result):
+        del payload["seconds"], payload["out_dir"]  # timings, and the two runs' own directories
+    assert printed == result
+    assert result["stats"]["max_length"] == tk.DEFAULT_MAX_LENGTH
+
+
+def test_pack_explain_json_is_the_records(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    printed = ds(capsysbinary, "pack", SFT, "--tokenizer", TOKENIZER, "--explain", "1", "--json")
+    assert printed == orjson.dumps(tk.explain_record([SFT], TOKENIZER, 1).to_json()) + b"\n"
+
+
+def test_check_and_pack_share_the_max_length_bound(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    too_short = str(tk.MIN_MAX_LENGTH - 1)
+    errors = []
+    for args in (["check", SFT, "--tokenizer", TOKENIZER], ["pack", SFT, "--tokenizer", TOKENIZER, "-o", str(tmp_path / "o")]):
+        assert main([*args, "--max-length", too_short]) == 2
+        errors.append(capsys.readouterr().err.strip())  # pack opens its progress bar first
+    assert errors[0] == errors[1]
+    assert f"--max-length must be at least {tk.MIN_MAX_LENGTH}, got {too_short}" in errors[0]
+
+
+def _help(command: object, parameter: str) -> str:
+    """The help text of ``parameter`` of the typer command ``command``."""
+    annotation = typing.get_type_hints(command, include_extras=True)[parameter]
+    return " ".join(annotation.__metadata__[0].help.split())
+
+
+def test_packs_help_states_the_librarys_defaults() -> None:
+    library = inspect.signature(tk.pack).parameters
+    for name in ("max_length", "template", "loss_on", "truncation", "seed", "max_invalid_percent", "max_image_pixels"):
+        assert f"default {library[name].default})" in _help(pack_cmd.pack, name), name
+        assert inspect.signature(pack_cmd.pack).parameters[name].default is None, name  # not given: the library decides
+    assert f"default {tk.DEFAULT_MAX_LENGTH})" in _help(check_cmd.check, "max_length")
+
+
+def test_converts_help_states_the_librarys_defaults() -> None:
+    library = {f.name: f.default for f in dataclasses.fields(ConvertOptions)}
+    for name in ("seed", "profile", "platform", "max_rejects_percent"):
+        assert f"default {library[name]})" in _help(convert_cmd.convert, name), name
+        assert inspect.signature(convert_cmd.convert).parameters[name].default is None, name
