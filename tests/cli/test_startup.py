@@ -83,15 +83,39 @@ def test_command_modules_import_nothing_heavy_at_their_top(module: str) -> None:
     assert heavy == [], f"{module} imports {heavy} at its top: import them inside the function that uses them"
 
 
-def test_command_annotations_are_objects_not_strings() -> None:
+@pytest.mark.parametrize("argv", [[], ["check"], ["convert"], ["pack"]])
+def test_command_annotations_are_objects_not_strings(argv: list[str]) -> None:
     # typer evaluates string annotations (``from __future__ import annotations``) twice per option
     # at every start: ~25 ms of each `ds` command; evaluated once at import they cost ~5.
     from tunekit_cli.ds import make_app
 
-    for info in make_app([]).registered_commands:
+    for info in make_app(argv).registered_commands:
         func = inspect.unwrap(info.callback)
         strings = sorted(name for name, a in func.__annotations__.items() if isinstance(a, str))
         assert strings == [], f"{func.__module__}.{func.__name__}: string annotations {strings}"
+
+
+def test_help_lists_every_verb_whole_without_importing_any(tmp_path: Path) -> None:
+    from tunekit_cli.ds import COMMANDS
+
+    code, modules = run_ds(["--help"], tmp_path)
+    assert code == 0
+    # convert's and pack's modules load the converter's format tables (~45 ms), check's the S3 client
+    assert loaded(modules, (*CMD_MODULES, "tunekit_data.convert", "tunekit_data.s3")) == []
+    help_text = subprocess.run([sys.executable, "-m", "tunekit_cli.ds", "--help"], capture_output=True, text=True, check=True).stdout
+    listed = dict(line.split(maxsplit=1) for line in help_text.split("Commands:")[1].strip().splitlines())
+    # each summary whole: click cuts one too long for the terminal's 80 columns with "..."
+    assert listed == {name: summary for name, (_, summary) in COMMANDS.items()}
+
+
+def test_a_verb_reached_through_the_listing_runs_as_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    from tunekit_cli.ds import main
+
+    # `--` first: the app of every verb is built, and its stand-in for check hands the arguments on
+    assert main(["--", "check", "--json", str(SFT)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["records"], report["valid"]) == (180, 180)
+    assert main(["--", "check", "--format", "nope", str(SFT)]) == 2
 
 
 def test_check_json_loads_the_validator_but_no_printing_or_tokenizer(tmp_path: Path) -> None:

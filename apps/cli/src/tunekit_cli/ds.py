@@ -5,12 +5,12 @@ here, in ``COMMANDS``. `ds` starts instantly: `ds VERB ...` imports and builds V
 module imports only typer and the light parts of tunekit_data (errors, rules, profiles, the format
 tables) at its top, and whatever loads pyarrow, numpy, rich's tables or a tokenizer inside the
 function that uses it (tests/cli/test_startup.py holds this).
-The command modules do without ``from __future__ import annotations``: typer reads every option's
-annotation at each start, twice (``inspect.signature(eval_str=True)``, ``get_type_hints``), and a
-string annotation is compiled and evaluated each time: ~25 ms of every `ds` command (measured).
+`ds --help` lists the verbs by their one-line summaries in ``COMMANDS`` and imports none of them.
+The command modules (and this one) do without ``from __future__ import annotations``: typer reads
+every option's annotation at each start, twice (``inspect.signature(eval_str=True)``,
+``get_type_hints``), and a string annotation is compiled and evaluated each time: ~25 ms of every
+`ds` command (measured).
 """
-
-from __future__ import annotations
 
 import functools
 import sys
@@ -22,13 +22,14 @@ import typer
 
 from tunekit_cli.runner import run_app
 
-# Each verb and the function that runs it, imported only when the app is built with it: typer reads
-# every option of every command it builds (~10 ms for convert's and pack's), and their modules load
-# the converter's format tables, which `ds check` never needs.
+# Each verb, the function that runs it and the summary `ds --help` lists it with. The function is
+# imported only when the app is built with it: typer reads every option of every command it builds
+# (~10 ms for convert's and pack's), and their modules load the converter's format tables (~45 ms),
+# which neither `ds check` nor `ds --help` needs.
 COMMANDS = {
-    "check": "tunekit_cli.check_cmd:check",
-    "convert": "tunekit_cli.convert_cmd:convert",
-    "pack": "tunekit_cli.pack_cmd:pack",
+    "check": ("tunekit_cli.check_cmd:check", "Check datasets against the Nova rules, S3 media included."),
+    "convert": ("tunekit_cli.convert_cmd:convert", "Convert datasets between Converse, DPO, chat and text formats."),
+    "pack": ("tunekit_cli.pack_cmd:pack", "Tokenize with exact loss masks and pack by best-fit decreasing."),
 }
 # Set by `cli`: process-wide settings (worker_init) are for `ds`'s own process, never a caller's.
 _own_process = False
@@ -69,10 +70,29 @@ def make_app(argv: list[str]) -> typer.Typer:
         rich_markup_mode=None,
     )
     app.callback()(_group)
-    for name in [argv[0]] if argv and argv[0] in COMMANDS else COMMANDS:
-        module, func = COMMANDS[name].split(":")
-        app.command(name)(_command(getattr(import_module(module), func)))
+    if argv and argv[0] in COMMANDS:
+        target, summary = COMMANDS[argv[0]]
+        module, func = target.split(":")
+        app.command(argv[0], short_help=summary)(_command(getattr(import_module(module), func)))
+        return app
+    for name, (_, summary) in COMMANDS.items():
+        app.command(name, help=summary, add_help_option=False, context_settings=_PASS_THROUGH)(_listed(name))
     return app
+
+
+# A listed verb takes every argument as is and hands it to the verb itself (see ``_listed``).
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _listed(name: str) -> Callable[[typer.Context], int]:
+    """The stand-in for verb ``name`` in the app of every verb: it is listed by `ds --help` and
+    suggested for a mistyped verb, and run only when an argv reaches it that ``make_app`` did not
+    read as that verb's (``ds -- check FILE``): it runs the verb on its arguments."""
+
+    def run(ctx: typer.Context) -> int:
+        return main([name, *ctx.args])
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
