@@ -122,6 +122,7 @@ def _wait(predicate: Any, what: str, timeout: float = 120) -> None:
 
 def _cluster_cpus(address: str, env: dict[str, str]) -> int:
     probe = "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); print(int(ray.cluster_resources().get('CPU', 0)))"
+    env = {**env, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}  # as `connect` has it (no working_dir upload)
     done = subprocess.run([sys.executable, "-c", probe, address], capture_output=True, text=True, env=env)
     return int(done.stdout.strip() or 0) if done.returncode == 0 else 0
 
@@ -153,6 +154,23 @@ def daemon_cpu_s(roots: list[int]) -> float:
             worker = cmd.startswith("ray::") and not cmd.split()[0].endswith("Agent")
             total += 0.0 if worker else cpu
     return total
+
+
+def settle(roots: list[int], window: float = 2.0, busy: float = 0.05, timeout: float = 120) -> None:
+    """Wait until the cluster's daemons use under ``busy`` of a CPU over ``window`` seconds.
+
+    A fresh node's Python daemons (agents, client server, prestarted workers) take tens of CPU
+    seconds to start; a user's cluster is up long before a job, so the job is timed on a settled one.
+    """
+    deadline = time.monotonic() + timeout
+    before = daemon_cpu_s(roots)
+    while time.monotonic() < deadline:
+        time.sleep(window)
+        now = daemon_cpu_s(roots)
+        if now - before < busy * window:
+            return
+        before = now
+    print("bench_ray: the cluster did not settle; timing it anyway", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -187,6 +205,7 @@ def cluster(cpus_per_node: list[int]) -> Iterator[tuple[str, dict[str, str], lis
             time.sleep(3)
             start(["--address", address], cpus)
         _wait(lambda: _cluster_cpus(address, env) == sum(cpus_per_node), f"{len(cpus_per_node)} node(s)")
+        settle([node.pid for node in nodes])
         yield address, env, [node.pid for node in nodes]
     finally:
         for node in reversed(nodes):

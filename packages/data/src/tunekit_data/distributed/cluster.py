@@ -34,6 +34,12 @@ def connect(address: str | None) -> Any:
     Reuses a connection this process already has. InputError, naming the address, if the cluster
     cannot be reached; UsageError-free: a missing ``ray`` package is reported with the extra to install.
     """
+    # Ray (>= 2.47) replicates a driver started under `uv run` onto every worker: it uploads the
+    # current folder as the job's working_dir and starts each worker with `uv run`, which here put
+    # 9-16 s between a job's submission and its first task (measured, bench_ray.py under `uv run`).
+    # Nodes running tunekit's tasks have tunekit installed, as for any Ray library; setting the
+    # variable to 1 keeps Ray's behaviour. Read when ray is first imported, so set before that.
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     try:
         import ray
     except ImportError as exc:

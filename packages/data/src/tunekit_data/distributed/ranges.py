@@ -59,7 +59,8 @@ def range_size_for(total: int, cpus: int) -> int:
     """``DEFAULT_RANGE_SIZE``, or less for an input too small to give each of ``cpus`` CPUs
     ``TASKS_PER_CPU`` ranges (so that no CPU idles while another checks the last large range),
     but never under ``MIN_RANGE_SIZE``."""
-    return max(MIN_RANGE_SIZE, min(DEFAULT_RANGE_SIZE, total // (TASKS_PER_CPU * cpus)))
+    # Rounded up: rounded down, a few bytes were left over for one more, nearly empty task.
+    return max(MIN_RANGE_SIZE, min(DEFAULT_RANGE_SIZE, -(-total // (TASKS_PER_CPU * cpus))))
 
 
 def range_blocks(r: ByteRange, block_size: int) -> Iterator[Block]:
