@@ -25,7 +25,7 @@ CMD_MODULES = sorted(f"tunekit_cli.{p.stem}" for p in (ROOT / "apps/cli/src/tune
 # Never needed to parse arguments or print help (~0.05-0.3 s each on a 2-core machine).
 HEAVY = (
     "numpy", "pyarrow", "polars", "pandas", "torch", "transformers", "tokenizers", "datasets", "ray",
-    "pydantic", "rich", "tunekit_data.check", "tunekit_data.reader", "tunekit_data.storage",
+    "pydantic", "rich", "tunekit_data.check.engine", "tunekit_data.io.reader", "tunekit_data.io.storage",
     "tunekit_data.convert.pipeline", "tunekit_tokenize", "tunekit_train",
 )  # fmt: skip
 # Never needed by `ds check` or `ds convert`, which do need pyarrow and numpy.
@@ -97,7 +97,7 @@ def test_command_annotations_are_objects_not_strings() -> None:
 def test_check_json_loads_the_validator_but_no_printing_or_tokenizer(tmp_path: Path) -> None:
     code, modules = run_ds(["check", "--json", str(SFT)], tmp_path)
     assert code == 0
-    assert loaded(modules, ("pyarrow", "tunekit_data.check")) == ["pyarrow", "tunekit_data.check"]
+    assert loaded(modules, ("pyarrow", "tunekit_data.check.engine")) == ["pyarrow", "tunekit_data.check.engine"]
     assert loaded(modules, (*NOT_FOR_DATA, "rich")) == []
 
 

@@ -13,7 +13,7 @@ from tunekit_cli.console import out
 from tunekit_data.convert import FORMAT_ALIASES, INPUT_FORMATS, Rejection
 from tunekit_data.distributed import use_ray
 from tunekit_data.errors import InputError, UsageError
-from tunekit_data.s3 import set_endpoint
+from tunekit_data.io import set_endpoint
 
 if TYPE_CHECKING:
     from rich.progress import TaskID

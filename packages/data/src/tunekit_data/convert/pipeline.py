@@ -16,13 +16,12 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 
-from tunekit_data.check import worker_init
+from tunekit_data.check import PLATFORMS, get_profile, worker_init
 from tunekit_data.convert.detect import SAMPLE, Detection, detect_format
 from tunekit_data.convert.engine import ConvertPlan, UnitResult, convert_unit
 from tunekit_data.convert.inputs import INPUT_FORMATS, InputPlan
 from tunekit_data.convert.media import MediaOptions
 from tunekit_data.convert.outputs import OUTPUT_FORMATS
-from tunekit_data.convert.parallel import ordered_map
 from tunekit_data.convert.rejection import ConversionError, Rejection
 from tunekit_data.convert.sources import (
     DEFAULT_BLOCK_SIZE,
@@ -48,12 +47,12 @@ from tunekit_data.cores import available_cores
 from tunekit_data.errors import UsageError
 from tunekit_data.examples import Example, SourceRecord
 from tunekit_data.media import default_cache_dir
-from tunekit_data.profiles import PLATFORMS, get_profile
+from tunekit_data.parallel import ordered_map
 
 FIRST_REJECTS = 20
 # What a worker process needs (the converter, the ds check rules): the fork server imports these
 # once, and not the ds CLI around them.
-_WORKER_MODULES = ("tunekit_data.convert.engine", "tunekit_data.check", "tunekit_data.blockcheck")
+_WORKER_MODULES = ("tunekit_data.convert.engine", "tunekit_data.check.engine", "tunekit_data.check.blockcheck")
 
 
 @dataclass(slots=True)

@@ -13,10 +13,8 @@ checking those very bytes saves a fifth of the conversion time and checks exactl
 
 from __future__ import annotations
 
-from tunekit_data.blockcheck import check_block
+from tunekit_data.check import Problem, check_block, get_profile
 from tunekit_data.formats import Options
-from tunekit_data.profiles import get_profile
-from tunekit_data.rules import Problem
 
 
 def check_lines(

@@ -29,10 +29,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tunekit_data import storage
 from tunekit_data.convert.outputs import DEFAULT_SHARD_SIZE
 from tunekit_data.errors import InputError, UsageError
-from tunekit_data.s3 import is_s3
+from tunekit_data.io import is_s3, storage
 
 TRAIN = "train"
 _COMPRESSION = {".gz": "gzip", ".zst": "zstd"}

@@ -39,7 +39,7 @@ from tunekit_data.distributed.ranges import (
 )
 from tunekit_data.errors import UsageError
 from tunekit_data.formats import Options
-from tunekit_data.reader import Block, Source
+from tunekit_data.io import Block, Source
 
 _OUTPUTS = (("valid", "--valid-out"), ("rejects", "--rejects-out"))
 

@@ -33,7 +33,7 @@ from tunekit_data.distributed.ranges import (
     split_ranges,
 )
 from tunekit_data.errors import UsageError
-from tunekit_data.reader import Block, Source
+from tunekit_data.io import Block, Source
 
 Share = tuple[list[InputFile], ByteRange | None]
 """What one task converts: a byte range of one JSONL file, or whole files (Parquet, Arrow, .txt)."""

@@ -16,9 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from tunekit_data import storage
 from tunekit_data.errors import InputError, UsageError
-from tunekit_data.reader import BOM, Block, Source, iter_blocks, newline_offsets
+from tunekit_data.io import BOM, Block, Source, iter_blocks, newline_offsets, storage
 
 DEFAULT_RANGE_SIZE = 64 << 20  # per task: seconds of work, so scheduling costs stay a small share
 MIN_RANGE_SIZE = 8 << 20

@@ -13,9 +13,8 @@ from collections.abc import Iterator
 import numpy as np
 import orjson
 
-from tunekit_data.columns import Hit, present, strings
+from tunekit_data.check import Hit, Problem, present, strings
 from tunekit_data.formats.view import ConverseView, Options
-from tunekit_data.rules import Problem
 
 
 def _s14(field: str, message: str) -> Problem:

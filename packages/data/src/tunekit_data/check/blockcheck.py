@@ -26,15 +26,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from tunekit_data import rowtypes
-from tunekit_data.columns import lengths, mask, present
-from tunekit_data.formats import CHECKS, ConverseView, Options
-from tunekit_data.formats.media import S3_URI
-from tunekit_data.formats.view import MEDIA_KINDS
-from tunekit_data.jsonline import parse_line, require_object
-from tunekit_data.reader import newline_offsets
-from tunekit_data.rules import Problem
-from tunekit_data.schema import (
+from tunekit_data.check import rowtypes
+from tunekit_data.check.columns import lengths, mask, present
+from tunekit_data.check.rules import Problem
+from tunekit_data.check.schema import (
     FORMATS,
     FormatSchema,
     covers,
@@ -43,6 +38,8 @@ from tunekit_data.schema import (
     unknown_key,
     walk,
 )
+from tunekit_data.formats import CHECKS, MEDIA_KINDS, S3_URI, ConverseView, Options
+from tunekit_data.io import newline_offsets, parse_line, require_object
 
 LEAF_LINES = 64
 FAN_OUT = 16
@@ -194,7 +191,7 @@ def check_table(table: pa.Table, first_line: int, options: Options) -> BlockResu
     res = BlockResult(first_line, n, np.zeros(n, bool), np.zeros(n, bool), [], BlockStats())
     tables: list[tuple[pa.Table, np.ndarray]] = []
     per_line: list[tuple[int, Problem]] = []
-    from tunekit_data.tables import json_lines  # reading tables is not the block checker's concern
+    from tunekit_data.io import json_lines  # reading tables is not the block checker's concern
 
     block, odd = rowtypes.typed(fmt, table)
     rows = np.flatnonzero(~odd)

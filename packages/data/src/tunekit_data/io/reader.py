@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
-from tunekit_data import storage, tables
 from tunekit_data.errors import InputError
-from tunekit_data.s3 import is_s3
+from tunekit_data.io import storage, tables
+from tunekit_data.io.s3 import is_s3
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -27,9 +27,9 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 
-from tunekit_data import storage
 from tunekit_data.errors import InputError
-from tunekit_data.s3 import is_s3
+from tunekit_data.io import storage
+from tunekit_data.io.s3 import is_s3
 
 TABLE_KINDS = ("parquet", "arrow", "delta")
 HUB_SCHEME = "hf://datasets/"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import orjson
 import pyarrow as pa
 
-from tunekit_data.rules import Problem
+from tunekit_data.check.rules import Problem
 
 S = pa.string()
 

@@ -27,25 +27,28 @@ from typing import NamedTuple
 import orjson
 import pyarrow as pa
 
-from tunekit_data.blockcheck import BlockResult, BlockStats, check_block, check_table
+from tunekit_data.check.blockcheck import BlockResult, BlockStats, check_block, check_table
+from tunekit_data.check.mediacheck import check_media
+from tunekit_data.check.profiles import PLATFORMS, get_profile
+from tunekit_data.check.rules import Problem
+from tunekit_data.check.schema import FORMATS
 from tunekit_data.cores import available_cores
 from tunekit_data.errors import InputError, UsageError
 from tunekit_data.formats import Options
-from tunekit_data.jsonline import is_blank, parse_line
-from tunekit_data.mediacheck import check_media
-from tunekit_data.profiles import PLATFORMS, get_profile
-from tunekit_data.reader import (
+from tunekit_data.io import (
     JSONL_SUFFIXES,
+    AtomicOutput,
     Block,
+    S3Path,
     Source,
     expand_paths,
+    is_blank,
+    is_s3,
     iter_blocks,
+    open_output,
+    parse_line,
     split_lines,
 )
-from tunekit_data.rules import Problem
-from tunekit_data.s3 import S3Path, is_s3
-from tunekit_data.schema import FORMATS
-from tunekit_data.storage import AtomicOutput, open_output
 
 FORMAT_CHOICES = ("auto", *FORMATS)
 SAMPLE = 20
@@ -185,7 +188,7 @@ def detect_format(values: Iterable[object]) -> str | None:
 def _sniff(block: Block | None, limit: int = 200) -> list[object]:
     if block is None:
         return []
-    from tunekit_data.tables import json_lines
+    from tunekit_data.io import json_lines
     out = []
     # a table block's first rows only: its lines are made from its rows on demand
     data = block.data if block.table is None else json_lines(block.table.slice(0, limit * 2))

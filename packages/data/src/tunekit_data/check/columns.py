@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tunekit_data.rules import Problem
+from tunekit_data.check.rules import Problem
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tunekit_data.columns import lengths, present
-from tunekit_data.schema import FormatSchema, needs_per_line, unknown_columns
+from tunekit_data.check.columns import lengths, present
+from tunekit_data.check.schema import FormatSchema, needs_per_line, unknown_columns
 
 _STRINGS = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
 _LISTS = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list, pa.types.is_list_view, pa.types.is_large_list_view)

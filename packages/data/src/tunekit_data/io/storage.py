@@ -24,7 +24,7 @@ when closed or garbage-collected), so writing the final key directly could publi
 with a clear error as soon as an output passes it. Deleting the temporary key leaves a zero-byte
 ``dir/`` marker object, as pyarrow keeps S3 "directories" alive.
 
-S3 access itself (credentials, endpoint, retries, error messages) is in ``tunekit_data.s3``.
+S3 access itself (credentials, endpoint, retries, error messages) is in ``tunekit_data.io.s3``.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 
-from tunekit_data import s3
 from tunekit_data.errors import InputError, UsageError
-from tunekit_data.s3 import S3Path, is_s3
+from tunekit_data.io import s3
+from tunekit_data.io.s3 import S3Path, is_s3
 
 if TYPE_CHECKING:
     # pyarrow.fs (which loads ssl, ~15 ms) is imported by the functions that talk to S3: a check of
