@@ -38,8 +38,8 @@ from tunekit_data.check.schema import (
     unknown_key,
     walk,
 )
-from tunekit_data.formats import CHECKS, MEDIA_KINDS, S3_URI, ConverseView, Options
-from tunekit_data.io import newline_offsets, parse_line, require_object
+from tunekit_data.formats import CHECKS, MEDIA_KINDS, ConverseView, Options
+from tunekit_data.io import S3_LEADING_BUCKET, S3_OBJECT_URI, newline_offsets, parse_line, require_object
 
 LEAF_LINES = 64
 FAN_OUT = 16
@@ -480,7 +480,7 @@ def _collect_stats(view: ConverseView, fmt_name: str, idx: np.ndarray, res: Bloc
         if not view.member(kind).any():
             continue
         uri = _uris(view, kind)
-        bucket = pc.struct_field(pc.extract_regex(uri, r"^s3://(?P<bucket>[^/]+)"), "bucket")
+        bucket = pc.struct_field(pc.extract_regex(uri, S3_LEADING_BUCKET), "bucket")
         for name in pc.unique(pc.drop_null(bucket)).to_pylist():
             at = pc.index(bucket, name).as_py()
             line = res.first_line + int(idx[b.row[at]])
@@ -497,7 +497,7 @@ def _collect_media(view: ConverseView, fmt_name: str, idx: np.ndarray, res: Bloc
         if not has.any():
             continue
         uri = _uris(view, kind)
-        for i in np.flatnonzero(has & mask(pc.match_substring_regex(uri, S3_URI))):
+        for i in np.flatnonzero(has & mask(pc.match_substring_regex(uri, S3_OBJECT_URI))):
             path = b.path(int(i), f"{kind}.source.s3Location.uri")
             res.media.append((int(idx[b.row[i]]), path, kind, uri[int(i)].as_py()))
 

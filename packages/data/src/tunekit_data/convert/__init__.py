@@ -2,7 +2,7 @@
 
 Inputs (``--from``, detected by default): see ``INPUT_FORMATS``; JSONL (``.gz`` / ``.zst``),
 Parquet, Hugging Face ``save_to_disk`` folders and folders of ``.txt`` documents. Outputs (``--to``):
-see ``OUTPUT_FORMATS`` and the Arrow schemas in ``arrow_schemas``. Every record is converted through a
+see ``OUTPUT_FORMATS`` and their Arrow schemas (``tunekit_data.formats.ARROW_SCHEMAS``). Every record is converted through a
 neutral ``Example`` (``tunekit_data.examples``) and checked against the target's ``ds check`` rules
 before it is written; a record that cannot be converted is rejected with its line and the reason.
 
@@ -28,7 +28,6 @@ from tunekit_data.convert.outputs import OUTPUT_FORMATS, OutputFormat
 from tunekit_data.convert.rejection import ConversionError, Rejection
 
 if TYPE_CHECKING:
-    from tunekit_data.convert.arrow_schemas import ARROW_SCHEMAS
     from tunekit_data.convert.pipeline import (
         ConvertOptions,
         ConvertSummary,
@@ -37,15 +36,16 @@ if TYPE_CHECKING:
         read_examples,
     )
     from tunekit_data.convert.writer import Split
+    from tunekit_data.formats import ARROW_SCHEMAS
 
 _LAZY = {
-    "ARROW_SCHEMAS": "arrow_schemas",
-    "ConvertOptions": "pipeline",
-    "ConvertSummary": "pipeline",
-    "ExampleReader": "pipeline",
-    "convert_dataset": "pipeline",
-    "read_examples": "pipeline",
-    "Split": "writer",
+    "ARROW_SCHEMAS": "tunekit_data.formats",
+    "ConvertOptions": "tunekit_data.convert.pipeline",
+    "ConvertSummary": "tunekit_data.convert.pipeline",
+    "ExampleReader": "tunekit_data.convert.pipeline",
+    "convert_dataset": "tunekit_data.convert.pipeline",
+    "read_examples": "tunekit_data.convert.pipeline",
+    "Split": "tunekit_data.convert.writer",
 }
 
 __all__ = [
@@ -70,6 +70,6 @@ __all__ = [
 
 def __getattr__(name: str) -> object:
     if name in _LAZY:
-        return getattr(import_module(f"tunekit_data.convert.{_LAZY[name]}"), name)
+        return getattr(import_module(_LAZY[name]), name)
     msg = f"module 'tunekit_data.convert' has no attribute {name!r}"
     raise AttributeError(msg)

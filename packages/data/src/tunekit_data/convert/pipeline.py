@@ -354,7 +354,7 @@ def convert_dataset(
             convert, opened.units, workers=workers, initializer=worker_init, preload=_WORKER_MODULES
         )
         with closing(mapped) as results:
-            for result in results:
+            for _unit, result in results:
                 stop = _cut_at_limit(result, options.limit, summary)
                 for name, chunk in result.chunks.items():
                     sinks[name].write(chunk)

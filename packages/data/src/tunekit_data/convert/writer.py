@@ -5,7 +5,7 @@ its name only when the run completes, so a crashed or interrupted run never leav
 (or S3 object) that looks finished.
 
 ``-o`` decides the layout: ``*.jsonl`` (``.gz`` / ``.zst`` compressed too) writes JSONL, ``*.parquet``
-writes Parquet with the target's Arrow schema (``arrow_schemas.ARROW_SCHEMAS``), anything else is a folder
+writes Parquet with the target's Arrow schema (``tunekit_data.formats.ARROW_SCHEMAS``), anything else is a folder
 of ``train-00000.jsonl`` shards of ``shard_size`` records. With ``--split validation=0.1`` the held-out
 records go beside the training output: ``out.validation.jsonl``, or ``validation-00000.jsonl`` shards.
 

@@ -30,7 +30,16 @@ if TYPE_CHECKING:
         newline_offsets,
         split_lines,
     )
-    from tunekit_data.io.s3 import S3Path, is_s3, set_endpoint
+    from tunekit_data.io.s3 import (
+        S3_BUCKET_NAME,
+        S3_LEADING_BUCKET,
+        S3_OBJECT_URI,
+        S3_PREFIX_URI,
+        S3Path,
+        bucket_of,
+        is_s3,
+        set_endpoint,
+    )
     from tunekit_data.io.storage import AtomicOutput, Head, head_many, open_output
     from tunekit_data.io.tables import (
         HUB_SCHEME,
@@ -58,7 +67,10 @@ _LAZY = {
         ),
         "reader",
     ),
-    **dict.fromkeys(("S3Path", "is_s3", "set_endpoint"), "s3"),
+    **dict.fromkeys(
+        ("S3_BUCKET_NAME", "S3_LEADING_BUCKET", "S3_OBJECT_URI", "S3_PREFIX_URI", "S3Path", "bucket_of", "is_s3", "set_endpoint"),
+        "s3",
+    ),
     **dict.fromkeys(("AtomicOutput", "Head", "head_many", "open_output"), "storage"),
     **dict.fromkeys(
         (
@@ -78,11 +90,16 @@ __all__ = [
     "BOM",
     "HUB_SCHEME",
     "JSONL_SUFFIXES",
+    "S3_BUCKET_NAME",
+    "S3_LEADING_BUCKET",
+    "S3_OBJECT_URI",
+    "S3_PREFIX_URI",
     "AtomicOutput",
     "Block",
     "Head",
     "S3Path",
     "Source",
+    "bucket_of",
     "drop_nulls",
     "expand_paths",
     "head_many",
