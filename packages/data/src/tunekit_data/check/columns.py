@@ -72,7 +72,7 @@ class Level:
 def mask(arr: pa.Array) -> np.ndarray:
     """A boolean pyarrow array as numpy, with nulls as False."""
     if arr.null_count:
-        arr = pc.fill_null(arr, False)
+        arr = pc.fill_null(arr, fill_value=False)
     return arr.to_numpy(zero_copy_only=False)
 
 

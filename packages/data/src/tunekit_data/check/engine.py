@@ -120,9 +120,7 @@ class DatasetProblem:
 
 @dataclass
 class CheckSummary:
-    """Totals of a check run; the full problem list is in ``spool`` (JSONL, one problem a line; a
-    line holding a number N says that the problems after it count their lines from N lines into
-    their file: read it with ``iter_problems``)."""
+    """Totals of a check run; the full problem list is in ``spool`` (JSONL, one problem a line; a line holding a number N says that the problems after it count their lines from N lines into their file: read it with ``iter_problems``)."""
 
     files: list[str]
     format: str
@@ -284,7 +282,8 @@ class _NoPandas:
     """A meta path finder answering "not installed" for pandas (see ``worker_init``).
 
     Not an ``importlib.abc.MetaPathFinder`` subclass: ``sys.meta_path`` needs only ``find_spec``,
-    and importing ``importlib.abc`` costs ~4 ms of start-up."""
+    and importing ``importlib.abc`` costs ~4 ms of start-up.
+    """
 
     def find_spec(self, name, path, target=None):
         if name == "pandas" or name.startswith("pandas."):
@@ -294,8 +293,7 @@ class _NoPandas:
 
 
 def worker_init() -> None:
-    """Prepare a `ds` process: keep pyarrow from importing pandas (1.2 s, never used), and have
-    Arrow allocate through jemalloc.
+    """Prepare a `ds` process: keep pyarrow from importing pandas (1.2 s, never used), and have Arrow allocate through jemalloc.
 
     pyarrow probes for pandas on its first conversion of a Python value (``pa.scalar``,
     ``pa.array``) and imports it if installed (``datasets`` installs it); `ds` processes never
@@ -314,9 +312,12 @@ def worker_init() -> None:
 
 
 class Verdict(NamedTuple):
-    """One checked block as the run loop takes it, in input order. ``block`` holds its lines when
-    this process writes the split outputs, and is None where an engine's tasks wrote them. An
-    engine's task may sum up its blocks itself (``Tally``): the run loop then does O(1) work for them."""
+    """One checked block as the run loop takes it, in input order.
+
+    ``block`` holds its lines when this process writes the split outputs, and is None where an engine's tasks
+    wrote them. An engine's task may sum up its blocks itself (``Tally``): the run loop then does O(1) work
+    for them.
+    """
 
     result: BlockResult | Tally
     nbytes: int
@@ -325,8 +326,7 @@ class Verdict(NamedTuple):
 
 
 def _count_problem(into: CheckSummary | Tally, problem: Problem, record: dict) -> None:
-    """Count one problem into a report or a task's tally: by rule, by severity, and among the first
-    ``SAMPLE`` kept whole."""
+    """Count one problem into a report or a task's tally: by rule, by severity, and among the first ``SAMPLE`` kept whole."""
     into.by_rule[problem.rule] += 1
     if problem.severity == "warning":
         into.warnings += 1
@@ -346,10 +346,10 @@ def problem_record(source: Source, line: int, problem: Problem) -> dict:
 
 @dataclass
 class Tally:
-    """Blocks checked and summed up where they were checked (a Ray task): the counts, the first
-    ``SAMPLE`` problems, and every problem as spool lines (``problem_record``, JSON), all with line
-    numbers counted from the blocks' own first line; ``shift`` renumbers them when the driver knows
-    how many lines come before."""
+    """Blocks checked and summed up where they were checked (a Ray task): the counts, the first ``SAMPLE`` problems, and every problem as spool lines (``problem_record``, JSON), all with line numbers counted from the blocks' own first line.
+
+    ``shift`` renumbers them when the driver knows how many lines come before.
+    """
 
     records: int = 0
     valid: int = 0
@@ -441,7 +441,8 @@ def run_check(
 
     ``engine`` checks the blocks (default: threads of this process); the Ray engine
     (``tunekit_data.distributed.check``) runs them as tasks of a cluster and writes ``--valid-out``
-    / ``--rejects-out`` itself, so it is called without them."""
+    / ``--rejects-out`` itself, so it is called without them.
+    """
     config.validate()
     sources = expand_paths(paths)
     streams = [iter_blocks(s, block_size=config.block_size) for s in sources]
@@ -523,8 +524,7 @@ def _absorb(summary: CheckSummary, source: Source, verdict: Verdict, spool, writ
 
 
 def _absorb_tally(summary: CheckSummary, tally: Tally, spool, writers: _Writers) -> None:
-    """O(1) in the tally's problems: their spool lines are copied whole, after the line count
-    ``iter_problems`` adds to their line numbers; only ``--errors-out`` reads them one by one."""
+    """O(1) in the tally's problems: their spool lines are copied whole, after the line count ``iter_problems`` adds to their line numbers; only ``--errors-out`` reads them one by one."""
     summary.blank += tally.blank
     summary.records += tally.records
     summary.valid += tally.valid

@@ -25,8 +25,7 @@ _LISTS = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list,
 
 
 def typed(fmt: FormatSchema, table: pa.Table) -> tuple[pa.Table, np.ndarray]:
-    """``table`` in ``fmt``'s block schema, and per row whether it must take the per-line path
-    (its values in the typed table are then meaningless)."""
+    """``table`` in ``fmt``'s block schema, and per row whether it must take the per-line path (its values in the typed table are then meaningless)."""
     per_line = np.zeros(table.num_rows, bool)
     columns = []
     for f in fmt.block_schema:
@@ -44,8 +43,7 @@ def typed(fmt: FormatSchema, table: pa.Table) -> tuple[pa.Table, np.ndarray]:
 
 
 def _as(want: pa.DataType, arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """``arr`` as type ``want`` (a block schema type: string, struct or list), and per value
-    whether it holds something only the per-line path judges."""
+    """``arr`` as type ``want`` (a block schema type: string, struct or list), and per value whether it holds something only the per-line path judges."""
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     got = arr.type

@@ -254,9 +254,7 @@ MAX_DEPTH = 1024  # orjson's limit, rule F13
 
 
 def nested_unknowns(fmt: FormatSchema, table_schema: pa.Schema) -> list[str]:
-    """Known columns whose inferred type has nested fields beyond the block schema, and unknown
-    columns the per-line path must judge: holding numbers (pyarrow reads NaN and Infinity, which
-    RFC 8259 forbids) or nested deeper than rule F13 allows (pyarrow has no depth limit)."""
+    """Known columns whose inferred type has nested fields beyond the block schema, and unknown columns the per-line path must judge: holding numbers (pyarrow reads NaN and Infinity, which RFC 8259 forbids) or nested deeper than rule F13 allows (pyarrow has no depth limit)."""
     out = []
     for f in fmt.block_schema:
         if f.name in table_schema.names and not covers(f.type, table_schema.field(f.name).type):

@@ -105,8 +105,7 @@ def open_input(
 
 
 def _sample(units: Iterator[Unit]) -> tuple[list[object], Iterator[Unit]]:
-    """The first ``SAMPLE`` JSON-object records, and the units again from the start (read units are
-    kept and replayed, so standard input works too)."""
+    """The first ``SAMPLE`` JSON-object records, and the units again from the start (read units are kept and replayed, so standard input works too)."""
     head: list[Unit] = []
     sample: list[object] = []
     for unit in units:
@@ -288,8 +287,7 @@ class ConvertSummary:
 
 @dataclass(slots=True)
 class PreparedConvert:
-    """A ``ds convert`` run ready to stream: the inputs, what every unit is converted with, the
-    output names (``train`` first) and the summary to count into."""
+    """A ``ds convert`` run ready to stream: the inputs, what every unit is converted with, the output names (``train`` first) and the summary to count into."""
 
     opened: OpenInput
     plan: ConvertPlan
@@ -378,8 +376,7 @@ def convert_dataset(
 
 
 def _workers(options: ConvertOptions, files: list[InputFile], block_size: int) -> int:
-    """Worker processes: as asked, else all cores; one (in-process) for inputs of a block or two,
-    where starting processes costs more than it saves."""
+    """Worker processes: as asked, else all cores; one (in-process) for inputs of a block or two, where starting processes costs more than it saves."""
     if options.workers is not None:
         return options.workers
     size = input_size(files)

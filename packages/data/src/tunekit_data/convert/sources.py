@@ -81,8 +81,10 @@ class Unit:
 
 @dataclass(slots=True)
 class RawRecord:
-    """One record of a unit: its source, the bytes that identify it (split key), or why it is not a
-    JSON object. ``blank`` marks a blank JSONL line (counted, never a record)."""
+    """One record of a unit: its source, the bytes that identify it (split key), or why it is not a JSON object.
+
+    ``blank`` marks a blank JSONL line (counted, never a record).
+    """
 
     record: SourceRecord
     key: bytes = b""

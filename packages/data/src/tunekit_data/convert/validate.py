@@ -20,8 +20,7 @@ from tunekit_data.formats import Options
 def check_lines(
     data: bytes, count: int, *, check_format: str | None, profile: str, platform: str
 ) -> dict[int, list[Problem]]:
-    """The problems of the lines of ``data`` (``count`` JSONL records) under ``check_format``'s rules,
-    by 0-based line index; lines without problems are absent (most lines, so nothing is built for them)."""
+    """The problems of the lines of ``data`` (``count`` JSONL records) under ``check_format``'s rules, by 0-based line index; lines without problems are absent (most lines, so nothing is built for them)."""
     found: dict[int, list[Problem]] = {}
     if check_format is None or not count:
         return found

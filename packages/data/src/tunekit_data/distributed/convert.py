@@ -42,7 +42,8 @@ Share = tuple[list[InputFile], ByteRange | None]
 @dataclass(slots=True)
 class PartConverted:
     """One task's outcome: its units' results (chunks emptied: their records are in the parts),
-    records written per split, and the lines its range holds."""
+    records written per split, and the lines its range holds.
+    """
 
     results: list[UnitResult] = field(default_factory=list)
     written: dict[str, int] = field(default_factory=dict)

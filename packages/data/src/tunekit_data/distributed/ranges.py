@@ -57,7 +57,8 @@ def split_ranges(sources: list[Source], range_size: int) -> list[ByteRange]:
 def range_size_for(total: int, cpus: int) -> int:
     """``DEFAULT_RANGE_SIZE``, or less for an input too small to give each of ``cpus`` CPUs
     ``TASKS_PER_CPU`` ranges (so that no CPU idles while another checks the last large range),
-    but never under ``MIN_RANGE_SIZE``."""
+    but never under ``MIN_RANGE_SIZE``.
+    """
     return max(MIN_RANGE_SIZE, min(DEFAULT_RANGE_SIZE, total // (TASKS_PER_CPU * cpus)))
 
 
@@ -80,7 +81,8 @@ def range_blocks(r: ByteRange, block_size: int) -> Iterator[Block]:
 
 def read_range(r: ByteRange) -> tuple[bytes, bool]:
     """The whole lines ``r`` owns (see the module docstring), without a leading BOM, and whether one
-    was stripped (only a range at the start of its file can have one)."""
+    was stripped (only a range at the start of its file can have one).
+    """
     assert r.stop is not None, "a whole-stream range is read with iter_blocks"
     file = storage.open_random_access(r.source)
     try:
