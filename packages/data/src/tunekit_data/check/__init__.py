@@ -14,11 +14,11 @@ rest loads on first use (PEP 562 ``__getattr__``), as it brings in pyarrow and n
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
 
 from tunekit_data.check.profiles import PLATFORMS, PROFILES, Platform, Profile, get_profile
 from tunekit_data.check.rules import RULES, Problem, Rule
+from tunekit_data.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from tunekit_data.check.blockcheck import BlockResult, BlockStats, check_block, check_table
@@ -127,9 +127,4 @@ __all__ = [
     "worker_init",
 ]
 
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        return getattr(import_module(f"tunekit_data.check.{_LAZY[name]}"), name)
-    msg = f"module 'tunekit_data.check' has no attribute {name!r}"
-    raise AttributeError(msg)
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -19,13 +19,13 @@ the pipeline and the schemas load on first use of their names (PEP 562 ``__getat
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
 
 from tunekit_data.convert.detect import Detection, guess_format
 from tunekit_data.convert.inputs import FORMAT_ALIASES, INPUT_FORMATS, InputFormat
 from tunekit_data.convert.outputs import OUTPUT_FORMATS, OutputFormat
 from tunekit_data.convert.rejection import ConversionError, Rejection
+from tunekit_data.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from tunekit_data.convert.pipeline import (
@@ -67,9 +67,4 @@ __all__ = [
     "read_examples",
 ]
 
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    msg = f"module 'tunekit_data.convert' has no attribute {name!r}"
-    raise AttributeError(msg)
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -14,8 +14,9 @@ which `ds --help` and the CLI's ``set_endpoint`` never need.
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from tunekit_data.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from tunekit_data.io.jsonline import is_blank, parse_line, require_object
@@ -120,9 +121,4 @@ __all__ = [
     "table_folder",
 ]
 
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        return getattr(import_module(f"tunekit_data.io.{_LAZY[name]}"), name)
-    msg = f"module 'tunekit_data.io' has no attribute {name!r}"
-    raise AttributeError(msg)
+__getattr__ = lazy_exports(__name__, _LAZY)
