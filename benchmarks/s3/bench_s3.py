@@ -156,7 +156,7 @@ class Row:
 
 # Reads TARGET in blocks as ds check does, and prints the line count as ds check's JSON would.
 READ_ONLY = (
-    "import sys, orjson; from tunekit_data.reader import expand_paths, iter_blocks; "
+    "import sys, orjson; from tunekit_data.io import expand_paths, iter_blocks; "
     "n = sum(b.data.count(b'\\n') for s in expand_paths(sys.argv[1:]) for b in iter_blocks(s)); "
     "sys.stdout.buffer.write(orjson.dumps({'records': n, 'valid': n}))"
 )

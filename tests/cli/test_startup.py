@@ -25,7 +25,7 @@ CMD_MODULES = sorted(f"tunekit_cli.{p.stem}" for p in (ROOT / "apps/cli/src/tune
 # Never needed to parse arguments or print help (~0.05-0.3 s each on a 2-core machine).
 HEAVY = (
     "numpy", "pyarrow", "polars", "pandas", "torch", "transformers", "tokenizers", "datasets", "ray",
-    "pydantic", "rich", "tunekit_data.check", "tunekit_data.reader", "tunekit_data.storage",
+    "pydantic", "rich", "tunekit_data.check.engine", "tunekit_data.io.reader", "tunekit_data.io.storage",
     "tunekit_data.convert.pipeline", "tunekit_tokenize", "tunekit_train",
 )  # fmt: skip
 # Never needed by `ds check` or `ds convert`, which do need pyarrow and numpy.
@@ -101,7 +101,7 @@ def test_help_lists_every_verb_whole_without_importing_any(tmp_path: Path) -> No
     code, modules = run_ds(["--help"], tmp_path)
     assert code == 0
     # convert's and pack's modules load the converter's format tables (~45 ms), check's the S3 client
-    assert loaded(modules, (*CMD_MODULES, "tunekit_data.convert", "tunekit_data.s3")) == []
+    assert loaded(modules, (*CMD_MODULES, "tunekit_data.convert", "tunekit_data.io.s3")) == []
     help_text = subprocess.run([sys.executable, "-m", "tunekit_cli.ds", "--help"], capture_output=True, text=True, check=True).stdout
     listed = dict(line.split(maxsplit=1) for line in help_text.split("Commands:")[1].strip().splitlines())
     # each summary whole: click cuts one too long for the terminal's 80 columns with "..."
@@ -121,7 +121,7 @@ def test_a_verb_reached_through_the_listing_runs_as_itself(capsys: pytest.Captur
 def test_check_json_loads_the_validator_but_no_printing_or_tokenizer(tmp_path: Path) -> None:
     code, modules = run_ds(["check", "--json", str(SFT)], tmp_path)
     assert code == 0
-    assert loaded(modules, ("pyarrow", "tunekit_data.check")) == ["pyarrow", "tunekit_data.check"]
+    assert loaded(modules, ("pyarrow", "tunekit_data.check.engine")) == ["pyarrow", "tunekit_data.check.engine"]
     assert loaded(modules, (*NOT_FOR_DATA, "rich")) == []
 
 

@@ -19,11 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import tunekit_data.blockcheck as blockcheck
-from tunekit_data.blockcheck import check_block
-from tunekit_data.check import CheckConfig, iter_problems, run_check
+import tunekit_data.check.blockcheck as blockcheck
+from tunekit_data.check import PROFILES, CheckConfig, check_block, get_profile, iter_problems, run_check
 from tunekit_data.formats import Options
-from tunekit_data.profiles import PROFILES, get_profile
 
 SV = "bedrock-conversation-2024"
 BOM = b"\xef\xbb\xbf"

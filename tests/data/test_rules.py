@@ -23,12 +23,9 @@ from unittest import mock
 import orjson
 import pytest
 
-import tunekit_data.blockcheck as blockcheck
-from tunekit_data.blockcheck import check_block
-from tunekit_data.check import CheckConfig, run_check, validate_values
+import tunekit_data.check.blockcheck as blockcheck
+from tunekit_data.check import RULES, CheckConfig, check_block, get_profile, run_check, validate_values
 from tunekit_data.formats import Options
-from tunekit_data.profiles import get_profile
-from tunekit_data.rules import RULES
 
 # --- base records ---------------------------------------------------------------------------------
 
@@ -1078,7 +1075,7 @@ def test_rule_severities_follow_the_spec():
 def test_default_workers_follow_the_affinity_mask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without --workers, the local engine uses the cores this process may run on (a container's
     limit), not every core of the machine."""
-    import tunekit_data.check as check
+    import tunekit_data.check.engine as check
 
     path = tmp_path / "big.jsonl"
     record = orjson.dumps({"schemaVersion": "bedrock-conversation-2024", "messages": [

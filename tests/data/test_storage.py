@@ -14,9 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tunekit_data import storage
 from tunekit_data.errors import InputError, UsageError
-from tunekit_data.reader import JSONL_SUFFIXES, expand_paths, iter_blocks, iter_lines
+from tunekit_data.io import JSONL_SUFFIXES, expand_paths, iter_blocks, iter_lines, storage
 
 LINES = [b'{"text": "record %d"}' % i for i in range(2000)]
 DATA = b"\n".join(LINES) + b"\n"

@@ -11,12 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tunekit_data import reader
-from tunekit_data.blockcheck import check_block, check_table
-from tunekit_data.check import CheckConfig, iter_problems, run_check
+from tunekit_data.check import CheckConfig, check_block, check_table, get_profile, iter_problems, run_check
 from tunekit_data.formats import Options
-from tunekit_data.profiles import get_profile
-from tunekit_data.tables import json_lines
+from tunekit_data.io import json_lines, reader
 
 SV = "bedrock-conversation-2024"
 IMAGE = {"format": "png", "source": {"s3Location": {"uri": "s3://bucket/a.png"}}}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tunekit_cli.ds import main
-from tunekit_data import storage
+from tunekit_data.io import storage
 from tunekit_tokenize import read_manifest
 
 from .conftest import CHATML_DIR, FIXTURES

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tunekit_data.tables import HUB_SCHEME
+from tunekit_data.io import HUB_SCHEME
 from tunekit_train.recipe import parse_recipe
 from tunekit_train.sources import local_path, open_rows
 

@@ -8,10 +8,10 @@ import typer
 
 from tunekit_cli.console import out
 from tunekit_cli.progress import byte_progress
+from tunekit_data.check import RULES
 from tunekit_data.distributed import use_ray
 from tunekit_data.errors import UsageError
-from tunekit_data.rules import RULES
-from tunekit_data.s3 import set_endpoint
+from tunekit_data.io import set_endpoint
 
 if TYPE_CHECKING:
     from tunekit_data.check import CheckSummary
@@ -42,7 +42,7 @@ def check(
     """Validate Converse SFT, Nova DPO, CPT and Databricks datasets, including S3 media references."""
     # The validator (pyarrow, numpy) is imported here, not at the top: `ds --help` never loads it.
     from tunekit_data.check import CheckConfig, report_json, run_check
-    from tunekit_data.reader import expand_paths
+    from tunekit_data.io import expand_paths
 
     set_endpoint(endpoint_url)
     lengths = _length_check(tokenizer, max_length, template)

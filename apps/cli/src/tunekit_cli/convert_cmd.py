@@ -9,11 +9,11 @@ import typer
 from tunekit_cli.console import out
 from tunekit_cli.options import given
 from tunekit_cli.progress import byte_progress
+from tunekit_data.check import PROFILES
 from tunekit_data.convert import INPUT_FORMATS, OUTPUT_FORMATS
 from tunekit_data.convert.outputs import DEFAULT_SHARD_SIZE
 from tunekit_data.distributed import use_ray
-from tunekit_data.profiles import PROFILES
-from tunekit_data.s3 import set_endpoint
+from tunekit_data.io import set_endpoint
 
 if TYPE_CHECKING:
     from tunekit_data.convert import ConvertSummary

@@ -13,7 +13,7 @@ from tunekit_cli.options import given
 from tunekit_data.convert import FORMAT_ALIASES, INPUT_FORMATS
 from tunekit_data.distributed import use_ray
 from tunekit_data.errors import UsageError
-from tunekit_data.s3 import set_endpoint
+from tunekit_data.io import set_endpoint
 from tunekit_data.video_sampling import MAX_FPS, MAX_SAMPLED_FRAMES, VideoSampling
 
 if TYPE_CHECKING:

@@ -69,7 +69,7 @@ def run(
     under an external torchrun or SLURM launch (RANK / WORLD_SIZE set) it joins that job.
     """
     _before_torch()
-    from tunekit_data.s3 import set_endpoint
+    from tunekit_data.io import set_endpoint
     from tunekit_train.launch import Launch, under_launcher
     from tunekit_train.plan import parse_size
     from tunekit_train.recipe import load_recipe

@@ -12,12 +12,12 @@ and their consumers, never for `ds check`.
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
 
+from tunekit_data.check import RULES, Problem, Rule
 from tunekit_data.errors import ConfigError, DataError, InputError, TunekitError, UsageError
-from tunekit_data.jsonline import is_blank, parse_line, require_object
-from tunekit_data.rules import RULES, Problem, Rule
+from tunekit_data.io import is_blank, parse_line, require_object
+from tunekit_data.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from tunekit_data.examples import (
@@ -29,10 +29,10 @@ if TYPE_CHECKING:
         SourceRecord,
         TextExample,
     )
-    from tunekit_data.reader import Block, Source, expand_paths, iter_blocks, iter_lines, split_lines
+    from tunekit_data.io import Block, Source, expand_paths, iter_blocks, iter_lines, split_lines
 
 _LAZY = {
-    **dict.fromkeys(("Block", "Source", "expand_paths", "iter_blocks", "iter_lines", "split_lines"), "reader"),
+    **dict.fromkeys(("Block", "Source", "expand_paths", "iter_blocks", "iter_lines", "split_lines"), "io.reader"),
     **dict.fromkeys(("ChatExample", "Example", "Media", "Message", "PreferenceExample", "SourceRecord", "TextExample"), "examples"),
 }
 
@@ -63,9 +63,4 @@ __all__ = [
     "split_lines",
 ]
 
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        return getattr(import_module(f"tunekit_data.{_LAZY[name]}"), name)
-    msg = f"module 'tunekit_data' has no attribute {name!r}"
-    raise AttributeError(msg)
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -1,5 +1,4 @@
-"""How many frames of a video a vision-language model sees (``ds pack --video-fps/--video-max-frames``,
-the recipe's ``mm_cfg.video_fps/video_max_frames``).
+"""How many frames of a video a vision-language model sees (``ds pack --video-fps/--video-max-frames``, the recipe's ``mm_cfg.video_fps/video_max_frames``).
 
 Apart from `tunekit_data.media` so that recipes validate these keys without importing the storage layer.
 """
@@ -33,8 +32,7 @@ class VideoSampling:
         return out
 
     def indices(self, total: int, rate: float, multiple: int) -> np.ndarray:
-        """Which of ``total`` frames (``rate`` per second) to keep: a multiple of ``multiple`` of them,
-        evenly spread and in order; a video shorter than ``multiple`` frames repeats its last one."""
+        """Which of ``total`` frames (``rate`` per second) to keep: a multiple of ``multiple`` of them, evenly spread and in order; a video shorter than ``multiple`` frames repeats its last one."""
         import numpy as np  # lazily: recipes import this module to validate their keys
 
         wanted = min(round(total / rate * self.fps), self.max_frames, total)

@@ -37,7 +37,7 @@ from tunekit_data.distributed.cluster import cluster_cpus, connect, ordered_task
 from tunekit_data.distributed.convert import Share, share_units, shares
 from tunekit_data.distributed.ranges import DEFAULT_RANGE_SIZE, lines_through
 from tunekit_data.errors import UsageError
-from tunekit_data.reader import Block
+from tunekit_data.io import Block
 from tunekit_tokenize.encoder import Kind, sequences_per_item
 from tunekit_tokenize.manifest import DATA_DIR
 from tunekit_tokenize.packer import Bins

@@ -15,7 +15,7 @@ from tunekit_tokenize.spool import SequenceStore
 from tunekit_tokenize.truncation import FitCounts
 
 if TYPE_CHECKING:
-    from tunekit_data.storage import AtomicOutput
+    from tunekit_data.io import AtomicOutput
 
 REJECT_SAMPLES = 20  # rejected records listed with their location; all are counted
 

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 
 from tunekit_data.examples import Example
+from tunekit_data.parallel import ordered_map
 from tunekit_tokenize.encoder import Encoder, Reject, TokenSequence
 from tunekit_tokenize.spool import SpoolBatch
 from tunekit_tokenize.truncation import FitCounts, Truncation, fit
@@ -80,22 +78,19 @@ class EncodeJob:
 def encode_batches(job: EncodeJob, batches: Iterator[Batch], workers: int) -> Iterator[tuple[Batch, BatchResult]]:
     """Run ``job`` over ``batches`` on ``workers`` processes; yields results in input order."""
     head = list(itertools.islice(batches, 2))
-    if workers <= 1 or len(head) < 2:
-        for batch in itertools.chain(head, batches):
-            yield batch, job.run(batch.indices, batch.examples)
-        return
     # spawn, not fork: the parent may already run tokenizer threads, which fork would leave broken.
-    context = get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(job,)) as pool:
-        pending: deque[tuple[Batch, Future[BatchResult]]] = deque()
-        for batch in itertools.chain(head, batches):
-            pending.append((batch, pool.submit(_run_in_worker, batch.indices, batch.examples)))
-            if len(pending) >= 2 * workers:
-                done, future = pending.popleft()
-                yield done, future.result()
-        while pending:
-            done, future = pending.popleft()
-            yield done, future.result()
+    # A batch's source values stay here (``send``): only its positions and examples go to a worker.
+    if len(head) < 2:
+        workers = 1
+    return ordered_map(
+        _run_in_worker if workers > 1 else job.run,  # one worker: the job runs here, no pool
+        itertools.chain(head, batches),
+        workers=workers,
+        send=lambda batch: (batch.indices, batch.examples),
+        start_method="spawn",
+        initializer=_start_worker,
+        initargs=(job,),
+    )
 
 
 _WORKER_JOB: EncodeJob | None = None

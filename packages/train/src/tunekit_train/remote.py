@@ -24,8 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunekit_data import storage
-from tunekit_data.s3 import is_s3
+from tunekit_data.io import is_s3, storage
 from tunekit_train.checkpoint import STATE_FILE
 
 # Uploaded last within their folder: their presence means the folder is complete.

@@ -46,7 +46,7 @@ import yaml
 from torch import nn
 
 from tunekit_data.errors import ConfigError, UsageError
-from tunekit_data.s3 import is_s3
+from tunekit_data.io import is_s3
 from tunekit_train import checkpoint as ckpt
 from tunekit_train import distributed, tracking
 from tunekit_train.attention import Backend, flattens_rows, resolve_backend

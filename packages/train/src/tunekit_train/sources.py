@@ -12,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunekit_data.errors import ConfigError, InputError
-from tunekit_data.s3 import is_s3
-from tunekit_data.tables import HUB_SCHEME, hub_cache, hub_dataset
+from tunekit_data.io import HUB_SCHEME, hub_cache, hub_dataset, is_s3
 from tunekit_train.data import PackedRows, load_packed
 from tunekit_train.dpo import check_pairs
 from tunekit_train.recipe import TrainingConfig
@@ -28,7 +27,7 @@ def local_path(value: str) -> Path | None:
 
     ``file://`` URIs too; ``hf://datasets/OWNER/NAME``: that dataset's snapshot in the local hub cache.
     Data paths may name any input ``ds convert`` reads: JSONL, Parquet, Hugging Face datasets,
-    Delta tables (``tunekit_data.tables``), all packed on the fly.
+    Delta tables (``tunekit_data.io.tables``), all packed on the fly.
     """
     if is_s3(value):
         return None

@@ -2,7 +2,7 @@
 
 Inputs (``--from``, detected by default): see ``INPUT_FORMATS``; JSONL (``.gz`` / ``.zst``),
 Parquet, Hugging Face ``save_to_disk`` folders and folders of ``.txt`` documents. Outputs (``--to``):
-see ``OUTPUT_FORMATS`` and the Arrow schemas in ``arrow_schemas``. Every record is converted through a
+see ``OUTPUT_FORMATS`` and their Arrow schemas (``tunekit_data.formats.ARROW_SCHEMAS``). Every record is converted through a
 neutral ``Example`` (``tunekit_data.examples``) and checked against the target's ``ds check`` rules
 before it is written; a record that cannot be converted is rejected with its line and the reason.
 
@@ -19,16 +19,15 @@ the pipeline and the schemas load on first use of their names (PEP 562 ``__getat
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
 
 from tunekit_data.convert.detect import Detection, guess_format
 from tunekit_data.convert.inputs import FORMAT_ALIASES, INPUT_FORMATS, InputFormat
 from tunekit_data.convert.outputs import OUTPUT_FORMATS, OutputFormat
 from tunekit_data.convert.rejection import ConversionError, Rejection
+from tunekit_data.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from tunekit_data.convert.arrow_schemas import ARROW_SCHEMAS
     from tunekit_data.convert.pipeline import (
         ConvertOptions,
         ConvertSummary,
@@ -37,15 +36,16 @@ if TYPE_CHECKING:
         read_examples,
     )
     from tunekit_data.convert.writer import Split
+    from tunekit_data.formats import ARROW_SCHEMAS
 
 _LAZY = {
-    "ARROW_SCHEMAS": "arrow_schemas",
-    "ConvertOptions": "pipeline",
-    "ConvertSummary": "pipeline",
-    "ExampleReader": "pipeline",
-    "convert_dataset": "pipeline",
-    "read_examples": "pipeline",
-    "Split": "writer",
+    "ARROW_SCHEMAS": "tunekit_data.formats",
+    "ConvertOptions": "tunekit_data.convert.pipeline",
+    "ConvertSummary": "tunekit_data.convert.pipeline",
+    "ExampleReader": "tunekit_data.convert.pipeline",
+    "convert_dataset": "tunekit_data.convert.pipeline",
+    "read_examples": "tunekit_data.convert.pipeline",
+    "Split": "tunekit_data.convert.writer",
 }
 
 __all__ = [
@@ -67,9 +67,4 @@ __all__ = [
     "read_examples",
 ]
 
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        return getattr(import_module(f"tunekit_data.convert.{_LAZY[name]}"), name)
-    msg = f"module 'tunekit_data.convert' has no attribute {name!r}"
-    raise AttributeError(msg)
+__getattr__ = lazy_exports(__name__, _LAZY)

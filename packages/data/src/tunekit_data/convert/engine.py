@@ -109,10 +109,10 @@ def _jsonl_unit(
     rejected: list[tuple[int, Rejection, RawRecord]],
     converted: list[_Converted],
 ) -> int:
-    """``_take`` over a JSONL unit's lines, with the common line (a JSON object) handled inline: no
-    ``RawRecord`` is built for it, and its parsed input is let go at once (its raw line is kept, and
-    parsed again only if it is rejected), so a unit's decoded JSON does not pile up in the worker.
-    Returns the number of records (non-blank lines)."""
+    """``_take`` over a JSONL unit's lines, with the common line (a JSON object) handled inline: no ``RawRecord`` is built for it, and its parsed input is let go at once (its raw line is kept, and parsed again only if it is rejected), so a unit's decoded JSON does not pile up in the worker.
+
+    Returns the number of records (non-blank lines).
+    """
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     file, first, parquet = unit.file, unit.first, plan.parquet
     refs = result.refs if plan.keep_refs else None
@@ -143,8 +143,7 @@ def _jsonl_unit(
 
 
 def _lines(data: bytes) -> list[bytes]:
-    """``reader.split_lines``: the lines without ``\\n`` and a trailing ``\\r``, whose per-line ``\\r``
-    test is skipped when the block holds no ``\\r`` at all (every LF-only file)."""
+    r"""``reader.split_lines``: the lines without ``\n`` and a trailing ``\r``, whose per-line ``\r`` test is skipped when the block holds no ``\r`` at all (every LF-only file)."""
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -186,8 +185,7 @@ def _take(
 
 @dataclass(slots=True)
 class _Converted:
-    """A record that converted: its position, serialised output, (for Parquet) the output itself, and
-    its source: file, line or row, identifying bytes, and the RawRecord when one was built."""
+    """A record that converted: its position, serialised output, (for Parquet) the output itself, and its source: file, line or row, identifying bytes, and the RawRecord when one was built."""
 
     seq: int
     line: bytes

@@ -21,8 +21,7 @@ FastPath = Callable[[object], "Record | None"]
 
 
 def _chat_converse_turns(items: object, last: str) -> tuple[str | None, list[Record]] | None:
-    """Text-only chat turns as Converse: ``(system text or None, messages)``, or None when the list is
-    not exactly ``[system?] user, assistant, ...`` ending with a ``last`` turn of ``{role, content: str}``."""
+    """Text-only chat turns as Converse: ``(system text or None, messages)``, or None when the list is not exactly ``[system?] user, assistant, ...`` ending with a ``last`` turn of ``{role, content: str}``."""
     if type(items) is not list or not items:
         return None
     system: str | None = None

@@ -251,8 +251,7 @@ def from_prompt_completion(record: dict[str, object], plan: InputPlan) -> Exampl
 
 
 def from_preference(record: dict[str, object], plan: InputPlan) -> Example:
-    """TRL preference: ``prompt``/``chosen``/``rejected``, or ``chosen``/``rejected`` conversations
-    sharing an implicit prompt (everything before their last turn)."""
+    """TRL preference: ``prompt``/``chosen``/``rejected``, or ``chosen``/``rejected`` conversations sharing an implicit prompt (everything before their last turn)."""
     if "prompt" in record:
         prompt = _prompt_turns(record.get("prompt"), "prompt", plan)
         chosen = _answer(record.get("chosen"), "chosen", plan)
@@ -329,8 +328,11 @@ _PLACEHOLDER = re.compile(r"(<image>|<video>)")
 
 
 def from_sharegpt(record: dict[str, object], plan: InputPlan) -> Example:
-    """ShareGPT: ``conversations`` of ``{from, value}``; LLaVA-style ``image(s)``/``video(s)`` fill the
-    ``<image>``/``<video>`` placeholders in order (without placeholders they open the first user turn)."""
+    """ShareGPT: ``conversations`` of ``{from, value}``.
+
+    LLaVA-style ``image(s)``/``video(s)`` fill the ``<image>``/``<video>`` placeholders in order (without
+    placeholders they open the first user turn).
+    """
     items = expect_list(record.get("conversations"), "conversations", "turns")
     pending = {kind: _sharegpt_media(record, kind, plan) for kind in ("image", "video")}
     turns: list[Message] = []
@@ -369,8 +371,7 @@ def _sharegpt_media(
 
 
 def _fill_placeholders(text: str, pending: dict[str, list[Media]], field: str) -> tuple[Part, ...]:
-    """Split ``text`` at ``<image>``/``<video>`` and put the next pending media in each place; the
-    newline that separates a placeholder from its text goes with it."""
+    """Split ``text`` at ``<image>``/``<video>`` and put the next pending media in each place; the newline that separates a placeholder from its text goes with it."""
     pieces = _PLACEHOLDER.split(text)
     if len(pieces) == 1:
         return (text,)
@@ -396,8 +397,7 @@ _HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ ]?")
 
 
 def from_hh(record: dict[str, object], plan: InputPlan) -> Example:
-    """Anthropic HH: ``chosen``/``rejected`` transcripts of ``Human:``/``Assistant:`` turns that differ
-    only in their last Assistant turn."""
+    """Anthropic HH: ``chosen``/``rejected`` transcripts of ``Human:``/``Assistant:`` turns that differ only in their last Assistant turn."""
     chosen = _hh_turns(record.get("chosen"), "chosen")
     rejected = _hh_turns(record.get("rejected"), "rejected")
     if chosen[:-1] != rejected[:-1]:

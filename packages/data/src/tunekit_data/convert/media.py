@@ -20,6 +20,7 @@ from typing import Literal
 from tunekit_data.convert.rejection import ConversionError, json_type
 from tunekit_data.errors import UsageError
 from tunekit_data.examples import Media
+from tunekit_data.io import S3_LEADING_BUCKET
 
 MediaKind = Literal["image", "video"]
 # Extensions whose Converse format name differs from the extension itself.
@@ -35,7 +36,7 @@ class MediaOptions:
     bucket_owner: str | None = None
 
     def __post_init__(self) -> None:
-        if self.prefix is not None and not re.match(r"^s3://[^/]+", self.prefix):
+        if self.prefix is not None and not re.match(S3_LEADING_BUCKET, self.prefix):
             msg = f"--media-prefix must be an S3 URI like s3://bucket/prefix, got {self.prefix!r}"
             raise UsageError(msg)
         if self.bucket_owner is not None and not _BUCKET_OWNER.match(self.bucket_owner):

@@ -13,7 +13,7 @@ Preference input written as converse / chat / prompt-response keeps the chosen a
 fine-tuning on the preferred responses); the summary says so. Preference output is always the
 conversational form, so a multi-turn prompt or a system prompt survives the round trip to DPO.
 
-Parquet output uses the schemas in ``arrow_schemas`` (loaded with pyarrow only when Parquet is
+Parquet output uses the schemas in ``tunekit_data.formats.ARROW_SCHEMAS`` (loaded with pyarrow only when Parquet is
 written, so that the CLI can name the targets without it).
 """
 
@@ -126,7 +126,7 @@ class OutputFormat:
     @property
     def schema(self) -> pa.Schema:
         """The Arrow schema of Parquet output."""
-        from tunekit_data.convert.arrow_schemas import ARROW_SCHEMAS
+        from tunekit_data.formats import ARROW_SCHEMAS
 
         return ARROW_SCHEMAS[self.name]
 

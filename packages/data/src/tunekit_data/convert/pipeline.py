@@ -16,13 +16,12 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 
-from tunekit_data.check import worker_init
+from tunekit_data.check import PLATFORMS, get_profile, worker_init
 from tunekit_data.convert.detect import SAMPLE, Detection, detect_format
 from tunekit_data.convert.engine import ConvertPlan, UnitResult, convert_unit
 from tunekit_data.convert.inputs import INPUT_FORMATS, InputPlan
 from tunekit_data.convert.media import MediaOptions
 from tunekit_data.convert.outputs import OUTPUT_FORMATS
-from tunekit_data.convert.parallel import ordered_map
 from tunekit_data.convert.rejection import ConversionError, Rejection
 from tunekit_data.convert.sources import (
     DEFAULT_BLOCK_SIZE,
@@ -48,12 +47,12 @@ from tunekit_data.cores import available_cores
 from tunekit_data.errors import UsageError
 from tunekit_data.examples import Example, SourceRecord
 from tunekit_data.media import default_cache_dir
-from tunekit_data.profiles import PLATFORMS, get_profile
+from tunekit_data.parallel import ordered_map
 
 FIRST_REJECTS = 20
 # What a worker process needs (the converter, the ds check rules): the fork server imports these
 # once, and not the ds CLI around them.
-_WORKER_MODULES = ("tunekit_data.convert.engine", "tunekit_data.check", "tunekit_data.blockcheck")
+_WORKER_MODULES = ("tunekit_data.convert.engine", "tunekit_data.check.engine", "tunekit_data.check.blockcheck")
 
 
 @dataclass(slots=True)
@@ -106,8 +105,7 @@ def open_input(
 
 
 def _sample(units: Iterator[Unit]) -> tuple[list[object], Iterator[Unit]]:
-    """The first ``SAMPLE`` JSON-object records, and the units again from the start (read units are
-    kept and replayed, so standard input works too)."""
+    """The first ``SAMPLE`` JSON-object records, and the units again from the start (read units are kept and replayed, so standard input works too)."""
     head: list[Unit] = []
     sample: list[object] = []
     for unit in units:
@@ -289,8 +287,7 @@ class ConvertSummary:
 
 @dataclass(slots=True)
 class PreparedConvert:
-    """A ``ds convert`` run ready to stream: the inputs, what every unit is converted with, the
-    output names (``train`` first) and the summary to count into."""
+    """A ``ds convert`` run ready to stream: the inputs, what every unit is converted with, the output names (``train`` first) and the summary to count into."""
 
     opened: OpenInput
     plan: ConvertPlan
@@ -355,7 +352,7 @@ def convert_dataset(
             convert, opened.units, workers=workers, initializer=worker_init, preload=_WORKER_MODULES
         )
         with closing(mapped) as results:
-            for result in results:
+            for _unit, result in results:
                 stop = _cut_at_limit(result, options.limit, summary)
                 for name, chunk in result.chunks.items():
                     sinks[name].write(chunk)
@@ -379,8 +376,7 @@ def convert_dataset(
 
 
 def _workers(options: ConvertOptions, files: list[InputFile], block_size: int) -> int:
-    """Worker processes: as asked, else all cores; one (in-process) for inputs of a block or two,
-    where starting processes costs more than it saves."""
+    """Worker processes: as asked, else all cores; one (in-process) for inputs of a block or two, where starting processes costs more than it saves."""
     if options.workers is not None:
         return options.workers
     size = input_size(files)

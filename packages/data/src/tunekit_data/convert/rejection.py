@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tunekit_data.rules import Problem
+from tunekit_data.check import Problem
 
 
 class ConversionError(Exception):

@@ -11,7 +11,7 @@ writes (``state.json`` lists the ``.arrow`` stream files in order; a ``DatasetDi
 one such folder per split), without importing ``datasets``. Arrow and Parquet cannot tell a null
 member from an absent one, so row records drop null members (``{"text": null}`` reads as ``{}``).
 
-Inputs may be ``s3://`` objects or prefixes (read through ``tunekit_data.storage``: JSONL streamed,
+Inputs may be ``s3://`` objects or prefixes (read through ``tunekit_data.io.storage``: JSONL streamed,
 Parquet by ranged reads); ``save_to_disk`` folders and ``template.json`` lookup are local only.
 """
 
@@ -26,15 +26,25 @@ from typing import Literal
 import orjson
 import pyarrow as pa
 
-from tunekit_data import storage
+from tunekit_data.check import Problem
 from tunekit_data.convert.writer import dump_json
 from tunekit_data.errors import InputError
 from tunekit_data.examples import SourceRecord
-from tunekit_data.jsonline import is_blank, parse_line, require_object
-from tunekit_data.reader import JSONL_SUFFIXES, Source, iter_blocks, split_lines
-from tunekit_data.rules import Problem
-from tunekit_data.s3 import is_s3
-from tunekit_data.tables import drop_nulls, hub_dataset, iter_batches, table_folder
+from tunekit_data.io import (
+    JSONL_SUFFIXES,
+    Source,
+    drop_nulls,
+    hub_dataset,
+    is_blank,
+    is_s3,
+    iter_batches,
+    iter_blocks,
+    parse_line,
+    require_object,
+    split_lines,
+    storage,
+    table_folder,
+)
 
 SourceKind = Literal["jsonl", "parquet", "arrow", "delta", "txt"]
 DEFAULT_BLOCK_SIZE = 2 << 20  # measured: same speed as 4-8 MB blocks, 20-40 % less memory per worker
@@ -71,8 +81,10 @@ class Unit:
 
 @dataclass(slots=True)
 class RawRecord:
-    """One record of a unit: its source, the bytes that identify it (split key), or why it is not a
-    JSON object. ``blank`` marks a blank JSONL line (counted, never a record)."""
+    """One record of a unit: its source, the bytes that identify it (split key), or why it is not a JSON object.
+
+    ``blank`` marks a blank JSONL line (counted, never a record).
+    """
 
     record: SourceRecord
     key: bytes = b""

@@ -13,17 +13,14 @@ checking those very bytes saves a fifth of the conversion time and checks exactl
 
 from __future__ import annotations
 
-from tunekit_data.blockcheck import check_block
+from tunekit_data.check import Problem, check_block, get_profile
 from tunekit_data.formats import Options
-from tunekit_data.profiles import get_profile
-from tunekit_data.rules import Problem
 
 
 def check_lines(
     data: bytes, count: int, *, check_format: str | None, profile: str, platform: str
 ) -> dict[int, list[Problem]]:
-    """The problems of the lines of ``data`` (``count`` JSONL records) under ``check_format``'s rules,
-    by 0-based line index; lines without problems are absent (most lines, so nothing is built for them)."""
+    """The problems of the lines of ``data`` (``count`` JSONL records) under ``check_format``'s rules, by 0-based line index; lines without problems are absent (most lines, so nothing is built for them)."""
     found: dict[int, list[Problem]] = {}
     if check_format is None or not count:
         return found

@@ -5,7 +5,7 @@ its name only when the run completes, so a crashed or interrupted run never leav
 (or S3 object) that looks finished.
 
 ``-o`` decides the layout: ``*.jsonl`` (``.gz`` / ``.zst`` compressed too) writes JSONL, ``*.parquet``
-writes Parquet with the target's Arrow schema (``arrow_schemas.ARROW_SCHEMAS``), anything else is a folder
+writes Parquet with the target's Arrow schema (``tunekit_data.formats.ARROW_SCHEMAS``), anything else is a folder
 of ``train-00000.jsonl`` shards of ``shard_size`` records. With ``--split validation=0.1`` the held-out
 records go beside the training output: ``out.validation.jsonl``, or ``validation-00000.jsonl`` shards.
 
@@ -29,10 +29,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tunekit_data import storage
 from tunekit_data.convert.outputs import DEFAULT_SHARD_SIZE
 from tunekit_data.errors import InputError, UsageError
-from tunekit_data.s3 import is_s3
+from tunekit_data.io import is_s3, storage
 
 TRAIN = "train"
 _COMPRESSION = {".gz": "gzip", ".zst": "zstd"}
@@ -78,8 +77,11 @@ class Split:
 
 @dataclass(slots=True)
 class Chunk:
-    """Encoded records for one output from one unit, in order; ``seq`` is each record's position in
-    its unit (so a run stopped by ``--max-samples`` can cut every output at the same record)."""
+    """Encoded records for one output from one unit, in order.
+
+    ``seq`` is each record's position in its unit (so a run stopped by ``--max-samples`` can cut every output
+    at the same record).
+    """
 
     seq: list[int] = field(default_factory=list)
     data: bytes = b""
@@ -108,7 +110,7 @@ def dump_json(value: object) -> bytes:
 
 
 def dump_line(value: object) -> bytes:
-    """``dump_json(value) + b"\\n"``, without copying the line to add its newline."""
+    r"""``dump_json(value) + b"\n"``, without copying the line to add its newline."""
     return orjson.dumps(value, default=_json_default, option=orjson.OPT_APPEND_NEWLINE)
 
 
@@ -119,7 +121,7 @@ def _json_default(value: object) -> object:
 
 
 def jsonl_chunk(seq: list[int], lines: list[bytes]) -> Chunk:
-    """Already serialised records (``dump_json(record) + b"\\n"`` each) as a JSONL chunk."""
+    r"""Already serialised records (``dump_json(record) + b"\n"`` each) as a JSONL chunk."""
     return Chunk(seq, b"".join(lines), list(itertools.accumulate(map(len, lines))))
 
 
@@ -145,8 +147,7 @@ class Sink(Protocol):
 
 
 class _FileSink:
-    """One output file (a path or ``s3://bucket/key``) written through ``storage.open_output``, so it
-    appears only on ``commit`` and an aborted run leaves nothing under its name."""
+    """One output file (a path or ``s3://bucket/key``) written through ``storage.open_output``, so it appears only on ``commit`` and an aborted run leaves nothing under its name."""
 
     def __init__(self, path: str, *, compress: bool) -> None:
         self.path, self.count = path if is_s3(path) else str(Path(path)), 0
@@ -180,6 +181,7 @@ class JsonlSink(_FileSink):
         super().__init__(path, compress=True)
 
     def write(self, chunk: Chunk) -> None:
+        """Append the chunk's JSON lines."""
         self.out.write(chunk.data)
         self.count += len(chunk)
 
@@ -193,6 +195,7 @@ class ParquetSink(_FileSink):
         self.open = True
 
     def write(self, chunk: Chunk) -> None:
+        """Append the chunk's rows as one row group."""
         if chunk.table is not None and chunk.table.num_rows:
             self.writer.write_table(chunk.table)
         self.count += len(chunk)
@@ -204,8 +207,7 @@ class ParquetSink(_FileSink):
 
 
 class _Unclosable:
-    """An ``AtomicOutput`` as the file ``ParquetWriter`` writes to: closing the writer closes its
-    file, but only ``commit`` / ``abort`` may end an atomic output (publish it or drop it)."""
+    """An ``AtomicOutput`` as the file ``ParquetWriter`` writes to: closing the writer closes its file, but only ``commit`` / ``abort`` may end an atomic output (publish it or drop it)."""
 
     def __init__(self, out: storage.AtomicOutput) -> None:
         self._out = out
@@ -233,6 +235,7 @@ class ShardSink:
         self.current: JsonlSink | None = None
 
     def write(self, chunk: Chunk) -> None:
+        """Append the chunk's records, starting a new shard whenever one is full."""
         start = 0
         while start < len(chunk):
             if self.current is None or self.current.count == self.shard_size:
@@ -248,12 +251,14 @@ class ShardSink:
         self.current = JsonlSink(_join(self.folder, f"{self.prefix}-{len(self.done):05d}.jsonl"))
 
     def commit(self) -> list[tuple[str, int]]:
+        """Publish every shard; returns ``(path, records)`` per shard, in order."""
         if self.current is None:  # no records: still leave one (empty) shard, so the output exists
             self._next()
         sinks = [*self.done, self.current]
         return [entry for s in sinks if s is not None for entry in s.commit()]
 
     def abort(self) -> None:
+        """Drop every shard; none appears."""
         for s in [*self.done, self.current]:
             if s is not None:
                 s.abort()

@@ -39,7 +39,7 @@ from tunekit_data.distributed.ranges import (
 )
 from tunekit_data.errors import UsageError
 from tunekit_data.formats import Options
-from tunekit_data.reader import Block, Source
+from tunekit_data.io import Block, Source
 
 _OUTPUTS = (("valid", "--valid-out"), ("rejects", "--rejects-out"))
 
@@ -50,7 +50,8 @@ class RangeChecked:
     whether a BOM was stripped, the range's line count, and how many lines it wrote to each part.
 
     Summed up in the task so that the driver's work per task does not grow with the problems
-    found: it adds counts and copies the problems' spool lines whole."""
+    found: it adds counts and copies the problems' spool lines whole.
+    """
 
     tally: Tally = field(default_factory=Tally)
     nbytes: int = 0
@@ -61,7 +62,8 @@ class RangeChecked:
 
 def check_range(r: ByteRange, options: Options, config: CheckConfig, parts: dict[str, str]) -> RangeChecked:
     """Check the lines of ``r`` (the task body); ``parts`` maps ``valid`` / ``rejects`` to this
-    range's part URIs."""
+    range's part URIs.
+    """
     # As in a `ds` process (no pandas probe: ~1 s of a worker's first task otherwise). Not Ray's
     # worker_process_setup_hook: a runtime env delayed every worker's start by seconds (measured).
     worker_init()
@@ -138,7 +140,8 @@ def run_check_ray(
 ) -> CheckSummary:
     """``run_check`` on a Ray cluster: the same summary; ``valid_out`` / ``rejects_out`` are folders
     or ``s3://`` prefixes of parts with a manifest (``parts``); ``range_size`` is the bytes per task
-    (None: ``ranges.range_size_for`` the input and the cluster). Raises UsageError / InputError."""
+    (None: ``ranges.range_size_for`` the input and the cluster). Raises UsageError / InputError.
+    """
     if config.record_check is not None:
         msg = "--tokenizer counts tokens on the local engine only; run it without --engine ray"
         raise UsageError(msg)

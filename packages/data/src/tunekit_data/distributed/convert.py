@@ -33,7 +33,7 @@ from tunekit_data.distributed.ranges import (
     split_ranges,
 )
 from tunekit_data.errors import UsageError
-from tunekit_data.reader import Block, Source
+from tunekit_data.io import Block, Source
 
 Share = tuple[list[InputFile], ByteRange | None]
 """What one task converts: a byte range of one JSONL file, or whole files (Parquet, Arrow, .txt)."""
@@ -42,7 +42,8 @@ Share = tuple[list[InputFile], ByteRange | None]
 @dataclass(slots=True)
 class PartConverted:
     """One task's outcome: its units' results (chunks emptied: their records are in the parts),
-    records written per split, and the lines its range holds."""
+    records written per split, and the lines its range holds.
+    """
 
     results: list[UnitResult] = field(default_factory=list)
     written: dict[str, int] = field(default_factory=dict)

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import orjson
 
-from tunekit_data import storage
 from tunekit_data.errors import InputError, UsageError
-from tunekit_data.s3 import is_s3
+from tunekit_data.io import is_s3, storage
 
 MANIFEST = "manifest.json"
 

@@ -16,9 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from tunekit_data import storage
 from tunekit_data.errors import InputError, UsageError
-from tunekit_data.reader import BOM, Block, Source, iter_blocks, newline_offsets
+from tunekit_data.io import BOM, Block, Source, iter_blocks, newline_offsets, storage
 
 DEFAULT_RANGE_SIZE = 64 << 20  # per task: seconds of work, so scheduling costs stay a small share
 MIN_RANGE_SIZE = 8 << 20
@@ -58,7 +57,8 @@ def split_ranges(sources: list[Source], range_size: int) -> list[ByteRange]:
 def range_size_for(total: int, cpus: int) -> int:
     """``DEFAULT_RANGE_SIZE``, or less for an input too small to give each of ``cpus`` CPUs
     ``TASKS_PER_CPU`` ranges (so that no CPU idles while another checks the last large range),
-    but never under ``MIN_RANGE_SIZE``."""
+    but never under ``MIN_RANGE_SIZE``.
+    """
     # Rounded up: rounded down, a few bytes were left over for one more, nearly empty task.
     return max(MIN_RANGE_SIZE, min(DEFAULT_RANGE_SIZE, -(-total // (TASKS_PER_CPU * cpus))))
 
@@ -82,7 +82,8 @@ def range_blocks(r: ByteRange, block_size: int) -> Iterator[Block]:
 
 def read_range(r: ByteRange) -> tuple[bytes, bool]:
     """The whole lines ``r`` owns (see the module docstring), without a leading BOM, and whether one
-    was stripped (only a range at the start of its file can have one)."""
+    was stripped (only a range at the start of its file can have one).
+    """
     assert r.stop is not None, "a whole-stream range is read with iter_blocks"
     file = storage.open_random_access(r.source)
     try:

@@ -12,9 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tunekit_data.columns import Hit, hits, mask, present, strings
+from tunekit_data.check import Hit, Problem, hits, mask, present, strings
 from tunekit_data.formats.view import BLOCK_MEMBERS, MEDIA_KINDS, ConverseView, Options, blank
-from tunekit_data.rules import Problem
 
 SCHEMA_VERSION = "bedrock-conversation-2024"
 RESERVED = ("User:", "Bot:", "Assistant:", "System:", "<image>", "<video>", "[EOS]")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from tunekit_data.columns import Hit, hits, present
+from tunekit_data.check import Hit, Problem, hits, present
 from tunekit_data.formats.view import ConverseView, Options, blank
-from tunekit_data.rules import Problem
 
 
 def check_text(v: ConverseView, o: Options) -> Iterator[Hit]:

@@ -13,9 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tunekit_data.columns import Hit, hits, mask, present, strings
+from tunekit_data.check import Hit, Problem, hits, mask, present, strings
 from tunekit_data.formats.view import ConverseView, Options
-from tunekit_data.rules import Problem
 
 CHAT_ROLES = ("system", "user", "assistant")
 

@@ -8,9 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tunekit_data.columns import Hit, hits, indices, mask, present, strings
+from tunekit_data.check import Hit, Problem, hits, indices, mask, present, strings
 from tunekit_data.formats.view import MEDIA_KINDS, ConverseView, Options, blank
-from tunekit_data.rules import Problem
 
 LABELS = ("preferred", "non-preferred")
 

@@ -13,24 +13,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tunekit_data.columns import Hit, hits, mask, present, strings
+from tunekit_data.check import Hit, Problem, hits, mask, present, strings
 from tunekit_data.formats.view import MEDIA_KINDS, ConverseView, Options
-from tunekit_data.rules import Problem
+from tunekit_data.io import S3_BUCKET_NAME, S3_OBJECT_URI, bucket_of
 
 MAX_IMAGES = 10
 MAX_VIDEOS = 1
-# Bedrock API S3Location pattern, plus a non-empty key limited to the characters AWS's validators
-# accept (spec M5): the API alone would let through keys the service's pre-checks reject.
-S3_URI = r"^s3://[a-z0-9][.\-a-z0-9]{1,61}[a-z0-9]/[A-Za-z0-9_./\-]+$"
 BUCKET_OWNER = r"^[0-9]{12}$"
-_BUCKET = re.compile(r"^s3://([^/]+)")
 _EXT_HINT = {"jpg": "jpeg", "tif": None, "tiff": None, "bmp": None, "3gp": "three_gp is not a fine-tuning format"}
-
-
-def bucket_of(uri: str) -> str | None:
-    """The bucket of an ``s3://bucket/key`` URI."""
-    m = _BUCKET.match(uri)
-    return m.group(1) if m else None
 
 
 def _format_rule(kind: str) -> str:
@@ -77,7 +67,7 @@ def check_media_fields(v: ConverseView, o: Options) -> Iterator[Hit]:
         uri = pc.struct_field(loc, "uri")
         scope = has & ~no_loc
         no_uri = scope & ~present(uri)
-        bad_uri = scope & ~no_uri & ~(mask(pc.match_substring_regex(uri, S3_URI)) & (pc.fill_null(pc.utf8_length(uri), 0).to_numpy(zero_copy_only=False) <= 1024))
+        bad_uri = scope & ~no_uri & ~(mask(pc.match_substring_regex(uri, S3_OBJECT_URI)) & (pc.fill_null(pc.utf8_length(uri), 0).to_numpy(zero_copy_only=False) <= 1024))
         uri_path = f"{kind}.source.s3Location.uri"
         yield from hits(b.row, no_uri, lambda i, p=uri_path: Problem.make("M5", b.path(i, p), "uri is required"))
         yield from hits(
@@ -135,7 +125,7 @@ def _uri_reason(uri: str) -> str:
     if len(uri) > 1024:
         return f"longer than 1,024 characters ({len(uri)})"
     bucket, _, key = uri[5:].partition("/")
-    if not re.fullmatch(r"[a-z0-9][.\-a-z0-9]{1,61}[a-z0-9]", bucket):
+    if not re.fullmatch(S3_BUCKET_NAME, bucket):
         return f"bucket {bucket!r} must be 3-63 lower-case letters, digits, '.' or '-'"
     if not key:
         return f"{uri!r} names a bucket but no object key"

@@ -13,9 +13,8 @@ from collections.abc import Iterator
 import numpy as np
 import orjson
 
-from tunekit_data.columns import Hit, present, strings
+from tunekit_data.check import Hit, Problem, present, strings
 from tunekit_data.formats.view import ConverseView, Options
-from tunekit_data.rules import Problem
 
 
 def _s14(field: str, message: str) -> Problem:
@@ -73,10 +72,10 @@ def check_tools(v: ConverseView, o: Options) -> Iterator[Hit]:
             yield from ((row, p) for p in problems)
         elif by_row[row]:
             yield row, _s14("toolConfig", "records with toolUse / toolResult need a toolConfig")
-        yield from ((row, p) for p in _conversation(b, roles, uses, by_row[row], names, bool(has_config[row])))
+        yield from ((row, p) for p in _conversation(b, roles, uses, by_row[row], names, has_config=bool(has_config[row])))
 
 
-def _conversation(b, roles, uses: np.ndarray, blocks: list[int], names: set[str], has_config: bool) -> Iterator[Problem]:
+def _conversation(b, roles, uses: np.ndarray, blocks: list[int], names: set[str], *, has_config: bool) -> Iterator[Problem]:
     seen_uses: dict[str, int] = {}
     answered: set[str] = set()
     use_json, result_json = b.field("toolUse"), b.field("toolResult")

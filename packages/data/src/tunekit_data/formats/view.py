@@ -12,8 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tunekit_data.columns import Level, indices, lengths, mask, present
-from tunekit_data.profiles import Platform, Profile
+from tunekit_data.check import Level, Platform, Profile, indices, lengths, mask, present
 
 MEDIA_KINDS = ("image", "video", "document")
 BLOCK_MEMBERS = ("text", "image", "video", "document", "reasoningContent", "toolUse", "toolResult")

@@ -10,8 +10,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from tunekit_data import storage
 from tunekit_data.errors import InputError
+from tunekit_data.io import storage
 
 
 def default_cache_dir() -> Path:

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tunekit_data.rules import Problem
+from tunekit_data.check.rules import Problem
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class Level:
 def mask(arr: pa.Array) -> np.ndarray:
     """A boolean pyarrow array as numpy, with nulls as False."""
     if arr.null_count:
-        arr = pc.fill_null(arr, False)
+        arr = pc.fill_null(arr, fill_value=False)
     return arr.to_numpy(zero_copy_only=False)
 
 

@@ -27,9 +27,9 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 
-from tunekit_data import storage
 from tunekit_data.errors import InputError
-from tunekit_data.s3 import is_s3
+from tunekit_data.io import storage
+from tunekit_data.io.s3 import is_s3
 
 TABLE_KINDS = ("parquet", "arrow", "delta")
 HUB_SCHEME = "hf://datasets/"
@@ -45,9 +45,10 @@ def hub_cache() -> Path:
 
 
 def hub_dataset(name: str) -> Path | None:
-    """The snapshot folder of the hub-cache dataset ``name`` (``hf://datasets/OWNER/NAME`` or
-    ``OWNER/NAME``), or None if ``name`` is not such a name. InputError for an ``hf://`` name
-    that is not in the cache."""
+    """The snapshot folder of the hub-cache dataset ``name`` (``hf://datasets/OWNER/NAME`` or ``OWNER/NAME``), or None if ``name`` is not such a name.
+
+    InputError for an ``hf://`` name that is not in the cache.
+    """
     explicit = name.startswith(HUB_SCHEME)
     repo = name.removeprefix(HUB_SCHEME).strip("/")
     if not explicit and (is_s3(name) or Path(name).exists() or not _HUB_NAME.match(repo)):
@@ -96,8 +97,10 @@ def _hf_dataset(path: Path) -> list[tuple[str, str]]:
 
 
 def iter_batches(path: str, kind: str, rows: int) -> Iterator[tuple[pa.Table, int]]:
-    """The rows of a table input as tables of at most ``rows`` rows, each with its share of the
-    input's stored size (for progress). InputError if it cannot be read."""
+    """The rows of a table input as tables of at most ``rows`` rows, each with its share of the input's stored size (for progress).
+
+    InputError if it cannot be read.
+    """
     try:
         batches, total, size = _open(path, kind, rows)
         for batch in batches:
@@ -149,8 +152,7 @@ def _delta(path: str, rows: int) -> tuple[Iterable[pa.RecordBatch], int, int]:
 
 
 def json_lines(table: pa.Table) -> bytes:
-    """The rows of ``table`` as JSON lines, null members dropped (``drop_nulls``), values JSON lacks
-    (bytes, decimals) as their ``str``: the records a JSONL file of the table holds."""
+    """The rows of ``table`` as JSON lines, null members dropped (``drop_nulls``), values JSON lacks (bytes, decimals) as their ``str``: the records a JSONL file of the table holds."""
     return b"".join(orjson.dumps(drop_nulls(r), default=str, option=orjson.OPT_APPEND_NEWLINE) for r in table.to_pylist())
 
 

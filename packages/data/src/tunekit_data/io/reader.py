@@ -1,5 +1,4 @@
-"""Streaming JSONL input: files, `.gz` / `.zst` archives, directories, S3 objects and prefixes, and
-stdin, read in blocks (where the bytes come from is ``storage``'s job).
+"""Streaming JSONL input: files, `.gz` / `.zst` archives, directories, S3 objects and prefixes, and stdin, read in blocks (where the bytes come from is ``storage``'s job).
 
 Everything downstream (check, convert, pack) reads through here, so that line numbers mean the same
 thing everywhere: 1-based physical lines of the (decompressed) file, blank lines counted.
@@ -18,9 +17,9 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
-from tunekit_data import storage, tables
 from tunekit_data.errors import InputError
-from tunekit_data.s3 import is_s3
+from tunekit_data.io import storage, tables
+from tunekit_data.io.s3 import is_s3
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -36,7 +35,8 @@ class Source:
     """One input: a path on disk, an ``s3://bucket/key`` object, or ``-`` for standard input.
 
     ``kind`` is ``jsonl``, or a table kind (``tables.TABLE_KINDS``: Parquet, Arrow, Delta) whose
-    rows are read as JSON lines, so that line ``n`` of such a source is its row ``n``."""
+    rows are read as JSON lines, so that line ``n`` of such a source is its row ``n``.
+    """
 
     name: str
     kind: str = "jsonl"
@@ -53,9 +53,9 @@ class Source:
 
 @dataclass(slots=True)
 class Block:
-    """Whole lines of one source: ``data`` starts at line ``first_line`` (1-based).
+    r"""Whole lines of one source: ``data`` starts at line ``first_line`` (1-based).
 
-    ``data`` never has a BOM; it ends with ``\\n`` unless it is the file's last, unterminated line.
+    ``data`` never has a BOM; it ends with ``\n`` unless it is the file's last, unterminated line.
     A table input's block holds its rows as ``table``, and ``data`` (their JSON lines) is made only
     when something asks for it: the block checker reads the table itself (``check_table``).
     """
@@ -82,7 +82,7 @@ class Block:
 
     @property
     def newlines(self) -> np.ndarray | None:
-        """Offsets of the ``\\n`` bytes of ``data`` (None: not computed)."""
+        r"""Offsets of the ``\n`` bytes of ``data`` (None: not computed)."""
         if self._data is None:
             self._from_table()
         return self._newlines
@@ -189,9 +189,7 @@ def iter_blocks(source: Source, *, block_size: int = DEFAULT_BLOCK_SIZE) -> Iter
 
 
 def _table_blocks(source: Source) -> Iterator[Block]:
-    """A table's rows as blocks of its record batches; their lines (``Block.data``) are the JSON
-    lines a JSONL file of the records would hold (one row a line: JSON strings escape newlines), so
-    line ``n`` is row ``n``."""
+    """A table's rows as blocks of its record batches; their lines (``Block.data``) are the JSON lines a JSONL file of the records would hold (one row a line: JSON strings escape newlines), so line ``n`` is row ``n``."""
     row = 1
     for index, (table, share) in enumerate(tables.iter_batches(source.name, source.kind, TABLE_ROWS)):
         yield Block(source.name, row, None, index, table=table, stored=share)
@@ -199,8 +197,7 @@ def _table_blocks(source: Source) -> Iterator[Block]:
 
 
 def newline_offsets(data: bytes, piece: int = 1 << 18) -> np.ndarray:
-    """Offsets of the ``\\n`` bytes of ``data`` (int64): numpy passes over cache-sized pieces, so
-    the temporaries stay in cache (twice as fast as one pass)."""
+    r"""Offsets of the ``\n`` bytes of ``data`` (int64): numpy passes over cache-sized pieces, so the temporaries stay in cache (twice as fast as one pass)."""
     arr = np.frombuffer(data, np.uint8)
     parts = [np.flatnonzero(arr[i : i + piece] == 10) + i for i in range(0, len(arr), piece)]
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
@@ -219,7 +216,7 @@ def _read_into(stream: BinaryIO, buf: bytearray, start: int, stop: int) -> int:
 
 
 def split_lines(data: bytes) -> list[bytes]:
-    """Split a block into its lines, without the ``\\n`` and without a trailing ``\\r`` (CRLF files)."""
+    r"""Split a block into its lines, without the ``\n`` and without a trailing ``\r`` (CRLF files)."""
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()

@@ -37,20 +37,20 @@ _NOVA1_VIDEOS = frozenset({"mov", "mkv", "mp4", "webm"})
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in [
-        Profile("nova-micro-1", "Nova Micro 1.0", False, frozenset(), frozenset(), False, True, 8),
-        Profile("nova-lite-1", "Nova Lite 1.0", True, _NOVA1_IMAGES, _NOVA1_VIDEOS, False, True, 8),
-        Profile("nova-pro-1", "Nova Pro 1.0", True, _NOVA1_IMAGES, _NOVA1_VIDEOS, False, True, 8),
+        Profile("nova-micro-1", "Nova Micro 1.0", media=False, image_formats=frozenset(), video_formats=frozenset(), nova2=False, dpo=True, bedrock_sft_min=8),
+        Profile("nova-lite-1", "Nova Lite 1.0", media=True, image_formats=_NOVA1_IMAGES, video_formats=_NOVA1_VIDEOS, nova2=False, dpo=True, bedrock_sft_min=8),
+        Profile("nova-pro-1", "Nova Pro 1.0", media=True, image_formats=_NOVA1_IMAGES, video_formats=_NOVA1_VIDEOS, nova2=False, dpo=True, bedrock_sft_min=8),
         # N2's tables list WebP/WebM and a minimum of 8; AWS's own validator (V2) excludes both and
         # enforces 200: the spec (section 8, items 4-5) follows the code AWS ships to pre-check.
         Profile(
             "nova-lite-2",
             "Nova 2 Lite",
-            True,
-            frozenset({"png", "jpeg", "gif"}),
-            frozenset({"mov", "mkv", "mp4"}),
-            True,
-            False,
-            200,
+            media=True,
+            image_formats=frozenset({"png", "jpeg", "gif"}),
+            video_formats=frozenset({"mov", "mkv", "mp4"}),
+            nova2=True,
+            dpo=False,
+            bedrock_sft_min=200,
             min_source="V2 (N2 says 8)",
         ),
     ]

@@ -1,4 +1,7 @@
-"""The Arrow schema of each ``--to`` target's Parquet output: the JSON shapes of ``outputs`` as Arrow types.
+"""The Arrow schema of each ``--to`` target's Parquet output: the JSON shapes of ``convert.outputs`` as Arrow types.
+
+The Converse and DPO schemas are also ``ds check``'s lean block schemas (``check.schema``): the
+fields Nova 1 records normally hold, which pyarrow's JSON reader parses fastest.
 
 A Converse content block is ``struct<text, image, video>`` with exactly one member set; Parquet
 readers (``datasets``, polars) show the others as null. Chat, prompt-response and preference content

@@ -30,6 +30,13 @@ if TYPE_CHECKING:
     from pyarrow import fs
 
 SCHEME = "s3://"
+# The one spelling of S3 URIs for every check and option (as regex text: pyarrow's kernels take it too).
+S3_BUCKET_NAME = r"[a-z0-9][.\-a-z0-9]{1,61}[a-z0-9]"  # S3's bucket naming rules, 3-63 characters
+# Bedrock API S3Location pattern, plus a non-empty key limited to the characters AWS's validators
+# accept (spec M5): the API alone would let through keys the service's pre-checks reject.
+S3_OBJECT_URI = rf"^s3://{S3_BUCKET_NAME}/[A-Za-z0-9_./\-]+$"
+S3_PREFIX_URI = rf"^s3://(?P<bucket>{S3_BUCKET_NAME})(/.*)?$"  # a valid bucket, then any prefix
+S3_LEADING_BUCKET = r"^s3://(?P<bucket>[^/]+)"  # whatever stands where the bucket goes, valid or not
 DEFAULT_MAX_ATTEMPTS = 6
 _ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 # Where the AWS chain finds credentials other than an instance role (which only a request can tell).
@@ -87,6 +94,12 @@ class S3Path:
         """The key ``name`` in this key's "directory"."""
         parent = self.key.rpartition("/")[0]
         return S3Path(self.bucket, f"{parent}/{name}" if parent else name)
+
+
+def bucket_of(uri: str) -> str | None:
+    """The bucket of an ``s3://bucket/key`` URI, valid or not; None if ``uri`` is not one."""
+    m = re.match(S3_LEADING_BUCKET, uri)
+    return m.group("bucket") if m else None
 
 
 def is_s3(uri: str) -> bool:

@@ -16,9 +16,8 @@ import os
 import re
 import sys
 import tempfile
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -27,30 +26,35 @@ from typing import NamedTuple
 import orjson
 import pyarrow as pa
 
-from tunekit_data.blockcheck import BlockResult, BlockStats, check_block, check_table
+from tunekit_data.check.blockcheck import BlockResult, BlockStats, check_block, check_table
+from tunekit_data.check.mediacheck import check_media
+from tunekit_data.check.profiles import PLATFORMS, get_profile
+from tunekit_data.check.rules import Problem
+from tunekit_data.check.schema import FORMATS
 from tunekit_data.cores import available_cores
 from tunekit_data.errors import InputError, UsageError
 from tunekit_data.formats import Options
-from tunekit_data.jsonline import is_blank, parse_line
-from tunekit_data.mediacheck import check_media
-from tunekit_data.profiles import PLATFORMS, get_profile
-from tunekit_data.reader import (
+from tunekit_data.io import (
     JSONL_SUFFIXES,
+    S3_PREFIX_URI,
+    AtomicOutput,
     Block,
+    S3Path,
     Source,
     expand_paths,
+    is_blank,
+    is_s3,
     iter_blocks,
+    open_output,
+    parse_line,
     split_lines,
 )
-from tunekit_data.rules import Problem
-from tunekit_data.s3 import S3Path, is_s3
-from tunekit_data.schema import FORMATS
-from tunekit_data.storage import AtomicOutput, open_output
+from tunekit_data.parallel import ordered_map
 
 FORMAT_CHOICES = ("auto", *FORMATS)
 SAMPLE = 20
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_./-]+$")
-_DATASET_URI = re.compile(r"^s3://([a-z0-9][.\-a-z0-9]{1,61}[a-z0-9])(/.*)?$")
+_DATASET_URI = re.compile(S3_PREFIX_URI)
 DPO_MIN_PAIRS = 1000
 # Blocks of 6 MB rather than the reader's default 8: the same MB per CPU-second, ~25 MB less peak
 # memory with 2 workers (measured on the 4 GB SFT + image file: 259 MB against 283 MB).
@@ -116,9 +120,7 @@ class DatasetProblem:
 
 @dataclass
 class CheckSummary:
-    """Totals of a check run; the full problem list is in ``spool`` (JSONL, one problem a line; a
-    line holding a number N says that the problems after it count their lines from N lines into
-    their file: read it with ``iter_problems``)."""
+    """Totals of a check run; the full problem list is in ``spool`` (JSONL, one problem a line; a line holding a number N says that the problems after it count their lines from N lines into their file: read it with ``iter_problems``)."""
 
     files: list[str]
     format: str
@@ -185,7 +187,7 @@ def detect_format(values: Iterable[object]) -> str | None:
 def _sniff(block: Block | None, limit: int = 200) -> list[object]:
     if block is None:
         return []
-    from tunekit_data.tables import json_lines
+    from tunekit_data.io import json_lines
     out = []
     # a table block's first rows only: its lines are made from its rows on demand
     data = block.data if block.table is None else json_lines(block.table.slice(0, limit * 2))
@@ -280,7 +282,8 @@ class _NoPandas:
     """A meta path finder answering "not installed" for pandas (see ``worker_init``).
 
     Not an ``importlib.abc.MetaPathFinder`` subclass: ``sys.meta_path`` needs only ``find_spec``,
-    and importing ``importlib.abc`` costs ~4 ms of start-up."""
+    and importing ``importlib.abc`` costs ~4 ms of start-up.
+    """
 
     def find_spec(self, name, path, target=None):
         if name == "pandas" or name.startswith("pandas."):
@@ -290,8 +293,7 @@ class _NoPandas:
 
 
 def worker_init() -> None:
-    """Prepare a `ds` process: keep pyarrow from importing pandas (1.2 s, never used), and have
-    Arrow allocate through jemalloc.
+    """Prepare a `ds` process: keep pyarrow from importing pandas (1.2 s, never used), and have Arrow allocate through jemalloc.
 
     pyarrow probes for pandas on its first conversion of a Python value (``pa.scalar``,
     ``pa.array``) and imports it if installed (``datasets`` installs it); `ds` processes never
@@ -310,9 +312,12 @@ def worker_init() -> None:
 
 
 class Verdict(NamedTuple):
-    """One checked block as the run loop takes it, in input order. ``block`` holds its lines when
-    this process writes the split outputs, and is None where an engine's tasks wrote them. An
-    engine's task may sum up its blocks itself (``Tally``): the run loop then does O(1) work for them."""
+    """One checked block as the run loop takes it, in input order.
+
+    ``block`` holds its lines when this process writes the split outputs, and is None where an engine's tasks
+    wrote them. An engine's task may sum up its blocks itself (``Tally``): the run loop then does O(1) work
+    for them.
+    """
 
     result: BlockResult | Tally
     nbytes: int
@@ -321,8 +326,7 @@ class Verdict(NamedTuple):
 
 
 def _count_problem(into: CheckSummary | Tally, problem: Problem, record: dict) -> None:
-    """Count one problem into a report or a task's tally: by rule, by severity, and among the first
-    ``SAMPLE`` kept whole."""
+    """Count one problem into a report or a task's tally: by rule, by severity, and among the first ``SAMPLE`` kept whole."""
     into.by_rule[problem.rule] += 1
     if problem.severity == "warning":
         into.warnings += 1
@@ -342,10 +346,10 @@ def problem_record(source: Source, line: int, problem: Problem) -> dict:
 
 @dataclass
 class Tally:
-    """Blocks checked and summed up where they were checked (a Ray task): the counts, the first
-    ``SAMPLE`` problems, and every problem as spool lines (``problem_record``, JSON), all with line
-    numbers counted from the blocks' own first line; ``shift`` renumbers them when the driver knows
-    how many lines come before."""
+    """Blocks checked and summed up where they were checked (a Ray task): the counts, the first ``SAMPLE`` problems, and every problem as spool lines (``problem_record``, JSON), all with line numbers counted from the blocks' own first line.
+
+    ``shift`` renumbers them when the driver knows how many lines come before.
+    """
 
     records: int = 0
     valid: int = 0
@@ -419,26 +423,8 @@ def check_input_block(block: Block, options: Options) -> BlockResult:
 
 
 def _ordered(blocks: Iterator[Block], options: Options, workers: int) -> Iterator[tuple[Block, BlockResult]]:
-    """Check blocks on ``workers`` threads, yielding results in input order, 2 x workers in flight.
-
-    Threads, not processes: the block reader and the compute kernels release the GIL for most of a
-    block's time, and threads share one interpreter, so there is no per-worker start-up (~1 s), no
-    copying of blocks between processes and one process's memory (measured on 1 GB with 2 workers:
-    processes did 54 MB per CPU-second at ~600 MB peak RSS; threads 81 at ~270 MB).
-    """
-    if workers <= 1:
-        for block in blocks:
-            yield block, check_input_block(block, options)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ds-check") as pool:
-        pending: deque[tuple[Block, Future]] = deque()
-        for block in blocks:
-            pending.append((block, pool.submit(check_input_block, block, options)))
-            if len(pending) >= 2 * workers:
-                b, fut = pending.popleft()
-                yield b, fut.result()
-        for b, fut in pending:
-            yield b, fut.result()
+    """Check blocks on ``workers`` threads (``tunekit_data.parallel`` says why threads), in input order."""
+    return ordered_map(check_input_block, blocks, workers=workers, kind="thread", send=lambda block: (block, options))
 
 
 def run_check(
@@ -455,7 +441,8 @@ def run_check(
 
     ``engine`` checks the blocks (default: threads of this process); the Ray engine
     (``tunekit_data.distributed.check``) runs them as tasks of a cluster and writes ``--valid-out``
-    / ``--rejects-out`` itself, so it is called without them."""
+    / ``--rejects-out`` itself, so it is called without them.
+    """
     config.validate()
     sources = expand_paths(paths)
     streams = [iter_blocks(s, block_size=config.block_size) for s in sources]
@@ -537,8 +524,7 @@ def _absorb(summary: CheckSummary, source: Source, verdict: Verdict, spool, writ
 
 
 def _absorb_tally(summary: CheckSummary, tally: Tally, spool, writers: _Writers) -> None:
-    """O(1) in the tally's problems: their spool lines are copied whole, after the line count
-    ``iter_problems`` adds to their line numbers; only ``--errors-out`` reads them one by one."""
+    """O(1) in the tally's problems: their spool lines are copied whole, after the line count ``iter_problems`` adds to their line numbers; only ``--errors-out`` reads them one by one."""
     summary.blank += tally.blank
     summary.records += tally.records
     summary.valid += tally.valid

@@ -24,7 +24,7 @@ when closed or garbage-collected), so writing the final key directly could publi
 with a clear error as soon as an output passes it. Deleting the temporary key leaves a zero-byte
 ``dir/`` marker object, as pyarrow keeps S3 "directories" alive.
 
-S3 access itself (credentials, endpoint, retries, error messages) is in ``tunekit_data.s3``.
+S3 access itself (credentials, endpoint, retries, error messages) is in ``tunekit_data.io.s3``.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 
-from tunekit_data import s3
 from tunekit_data.errors import InputError, UsageError
-from tunekit_data.s3 import S3Path, is_s3
+from tunekit_data.io import s3
+from tunekit_data.io.s3 import S3Path, is_s3
 
 if TYPE_CHECKING:
     # pyarrow.fs (which loads ssl, ~15 ms) is imported by the functions that talk to S3: a check of
@@ -87,8 +87,10 @@ def _codec(uri: str) -> str | None:
 
 
 def open_input(uri: str, *, decompress: bool = True) -> BinaryIO:
-    """Open a file or S3 object for binary reading, decompressing ``.gz`` / ``.zst`` unless
-    ``decompress`` is False (a copy keeps the bytes as they are); InputError if it cannot."""
+    """Open a file or S3 object for binary reading, decompressing ``.gz`` / ``.zst`` unless ``decompress`` is False (a copy keeps the bytes as they are).
+
+    InputError if it cannot.
+    """
     if is_s3(uri):
         return _open_s3_input(S3Path.parse(uri), decompress=decompress)
     path = local_path(uri)
@@ -419,8 +421,7 @@ def upload_dir(local: str | Path, uri: str, *, last: tuple[str, ...] = ()) -> li
 
 
 def upload(local: str | Path, uri: str) -> str:
-    """Copy the local file ``local`` to ``uri`` (an ``s3://`` key or a path), streamed, bytes unchanged,
-    appearing atomically; returns ``uri``."""
+    """Copy the local file ``local`` to ``uri`` (an ``s3://`` key or a path), streamed, bytes unchanged, appearing atomically; returns ``uri``."""
     if not is_s3(uri):
         Path(local_path(uri)).parent.mkdir(parents=True, exist_ok=True)
     with open_output(uri, compress=False) as out, Path(local).open("rb") as src:
@@ -444,8 +445,10 @@ def delete(uri: str) -> None:
 
 
 def check_writable(uri: str) -> None:
-    """For an ``s3://`` folder ``uri``: InputError now, before long work, if nothing can be written
-    under it (no such bucket, access denied, no credentials). Local folders are created when written."""
+    """For an ``s3://`` folder ``uri``: InputError now, before long work, if nothing can be written under it (no such bucket, access denied, no credentials).
+
+    Local folders are created when written.
+    """
     if is_s3(uri):
         # The temporary key is created (allow_delayed_open=False) and deleted: nothing stays under the prefix.
         open_output(f"{uri.rstrip('/')}/.tunekit-write-check").abort()

@@ -9,7 +9,7 @@ by the blocks in flight: the block checker hands over a compact list of the bloc
 (``BlockResult.media``: line, field path, kind, uri), each distinct URI is looked up once with
 ``CONCURRENCY`` HEAD requests at a time, and the worker processes go on checking the next blocks
 meanwhile. Retries with backoff for throttling, 5xx and dropped connections are the S3 layer's
-(``tunekit_data.s3``); an object that is missing or not readable is an M12 error on each line that
+(``tunekit_data.io.s3``); an object that is missing or not readable is an M12 error on each line that
 references it, and a store that cannot be reached at all stops the run (``InputError``, exit 2).
 
 Limits (spec M12): images and PDF documents at most 10 MB, videos at most 50 MB, MB read as 10^6
@@ -19,9 +19,9 @@ not checked.
 
 from __future__ import annotations
 
-from tunekit_data.blockcheck import BlockResult
-from tunekit_data.rules import Problem
-from tunekit_data.storage import Head, head_many
+from tunekit_data.check.blockcheck import BlockResult
+from tunekit_data.check.rules import Problem
+from tunekit_data.io import Head, head_many
 
 MB = 1_000_000
 LIMITS = {"image": 10 * MB, "video": 50 * MB, "document": 10 * MB}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import orjson
 
-from tunekit_data.rules import Problem
+from tunekit_data.check import Problem
 
 JSON_WHITESPACE = b" \t\r"
 

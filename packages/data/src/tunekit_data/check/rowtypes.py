@@ -17,16 +17,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tunekit_data.columns import lengths, present
-from tunekit_data.schema import FormatSchema, needs_per_line, unknown_columns
+from tunekit_data.check.columns import lengths, present
+from tunekit_data.check.schema import FormatSchema, needs_per_line, unknown_columns
 
 _STRINGS = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
 _LISTS = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list, pa.types.is_list_view, pa.types.is_large_list_view)
 
 
 def typed(fmt: FormatSchema, table: pa.Table) -> tuple[pa.Table, np.ndarray]:
-    """``table`` in ``fmt``'s block schema, and per row whether it must take the per-line path
-    (its values in the typed table are then meaningless)."""
+    """``table`` in ``fmt``'s block schema, and per row whether it must take the per-line path (its values in the typed table are then meaningless)."""
     per_line = np.zeros(table.num_rows, bool)
     columns = []
     for f in fmt.block_schema:
@@ -44,8 +43,7 @@ def typed(fmt: FormatSchema, table: pa.Table) -> tuple[pa.Table, np.ndarray]:
 
 
 def _as(want: pa.DataType, arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """``arr`` as type ``want`` (a block schema type: string, struct or list), and per value
-    whether it holds something only the per-line path judges."""
+    """``arr`` as type ``want`` (a block schema type: string, struct or list), and per value whether it holds something only the per-line path judges."""
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     got = arr.type

@@ -26,15 +26,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from tunekit_data import rowtypes
-from tunekit_data.columns import lengths, mask, present
-from tunekit_data.formats import CHECKS, ConverseView, Options
-from tunekit_data.formats.media import S3_URI
-from tunekit_data.formats.view import MEDIA_KINDS
-from tunekit_data.jsonline import parse_line, require_object
-from tunekit_data.reader import newline_offsets
-from tunekit_data.rules import Problem
-from tunekit_data.schema import (
+from tunekit_data.check import rowtypes
+from tunekit_data.check.columns import lengths, mask, present
+from tunekit_data.check.rules import Problem
+from tunekit_data.check.schema import (
     FORMATS,
     FormatSchema,
     covers,
@@ -43,6 +38,8 @@ from tunekit_data.schema import (
     unknown_key,
     walk,
 )
+from tunekit_data.formats import CHECKS, MEDIA_KINDS, ConverseView, Options
+from tunekit_data.io import S3_LEADING_BUCKET, S3_OBJECT_URI, newline_offsets, parse_line, require_object
 
 LEAF_LINES = 64
 FAN_OUT = 16
@@ -118,7 +115,7 @@ class _Lines:
         return np.concatenate(([0], self.ends[:-1] + 1)) if self.count else np.zeros(0, np.int64)
 
     def raw(self, i: int) -> bytes:
-        """Line ``i`` without its terminator (``\\n`` or ``\\r\\n``)."""
+        r"""Line ``i`` without its terminator (``\n`` or ``\r\n``)."""
         line = self.data[self.starts[i] : self.ends[i]]
         return line[:-1] if line.endswith(b"\r") else line
 
@@ -140,8 +137,7 @@ class _Lines:
 
     @cached_property
     def odd(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per line: whether it is a bare ``null`` line (whitespace, then ``null``), and whether it
-        is blank (only ``[ \\t\\r]``): the lines the block reader mishandles.
+        r"""Per line: whether it is a bare ``null`` line (whitespace, then ``null``), and whether it is blank (only ``[ \t\r]``): the lines the block reader mishandles.
 
         A record line starts with ``{``; only the few lines that are empty or start with whitespace
         or ``n`` are looked at one by one.
@@ -161,8 +157,7 @@ class _Lines:
 
     @cached_property
     def deep(self) -> np.ndarray:
-        """True for lines holding more than ``READER_MAX_OPENERS`` '{' / '[' bytes (a bound on their
-        nesting depth); only lines longer than that many bytes can, so only those are counted."""
+        """True for lines holding more than ``READER_MAX_OPENERS`` '{' / '[' bytes (a bound on their nesting depth); only lines longer than that many bytes can, so only those are counted."""
         deep = np.zeros(self.count, bool)
         for i in np.flatnonzero(self.ends - self.starts > READER_MAX_OPENERS):
             a, b = int(self.starts[i]), int(self.ends[i])
@@ -171,8 +166,10 @@ class _Lines:
 
 
 def check_block(data: bytes, first_line: int, options: Options, newlines: np.ndarray | None = None) -> BlockResult:
-    """Check every line of ``data`` (whole lines, starting at line ``first_line``); ``newlines``,
-    when given, are the offsets of its ``\\n`` bytes (``reader.newline_offsets``)."""
+    r"""Check every line of ``data`` (whole lines, starting at line ``first_line``).
+
+    ``newlines``, when given, are the offsets of its ``\n`` bytes (``reader.newline_offsets``).
+    """
     fmt = FORMATS[options.fmt]
     lines = _Lines(data, newlines)
     n = len(lines)
@@ -185,16 +182,13 @@ def check_block(data: bytes, first_line: int, options: Options, newlines: np.nda
 
 
 def check_table(table: pa.Table, first_line: int, options: Options) -> BlockResult:
-    """Check the rows of a table input (row ``i`` is line ``first_line + i``) as ``check_block``
-    checks the same records as JSON lines (``tables.json_lines``): the same verdicts, problems and
-    stats, without turning the rows into JSON. The rows ``rowtypes.typed`` cannot vouch for go
-    through the per-line path as their JSON lines, as those lines would in a JSONL file."""
+    """Check the rows of a table input (row ``i`` is line ``first_line + i``) as ``check_block`` checks the same records as JSON lines (``tables.json_lines``): the same verdicts, problems and stats, without turning the rows into JSON. The rows ``rowtypes.typed`` cannot vouch for go through the per-line path as their JSON lines, as those lines would in a JSONL file."""
     fmt = FORMATS[options.fmt]
     n = table.num_rows
     res = BlockResult(first_line, n, np.zeros(n, bool), np.zeros(n, bool), [], BlockStats())
     tables: list[tuple[pa.Table, np.ndarray]] = []
     per_line: list[tuple[int, Problem]] = []
-    from tunekit_data.tables import json_lines  # reading tables is not the block checker's concern
+    from tunekit_data.io import json_lines  # reading tables is not the block checker's concern
 
     block, odd = rowtypes.typed(fmt, table)
     rows = np.flatnonzero(~odd)
@@ -215,8 +209,7 @@ def check_table(table: pa.Table, first_line: int, options: Options) -> BlockResu
 
 
 def _judged(res: BlockResult, tables: list[tuple[pa.Table, np.ndarray]], per_line: list[tuple[int, Problem]], options: Options) -> BlockResult:
-    """``res`` completed: the vectorized checks run over the typed rows ``tables`` (with their line
-    indices), their problems joined to ``per_line``'s, the verdicts and stats counted."""
+    """``res`` completed: the vectorized checks run over the typed rows ``tables`` (with their line indices), their problems joined to ``per_line``'s, the verdicts and stats counted."""
     fmt_name, n, first_line = options.fmt, res.n_lines, res.first_line
     merged = _merged(tables)
     tables.clear()  # the reader's multi-chunk tables: only their combined copies stay alive
@@ -239,9 +232,7 @@ def _judged(res: BlockResult, tables: list[tuple[pa.Table, np.ndarray]], per_lin
 
 
 def _merged(tables: list[tuple[pa.Table, np.ndarray]]) -> list[tuple[pa.Table, np.ndarray]]:
-    """One single-chunk table per schema (fast-path ranges share the block schema, per-line rows the
-    full one): the checks' fixed cost is paid per table, and a block split around bad lines has
-    dozens; the checks read whole columns, so their chunks are combined once here."""
+    """One single-chunk table per schema (fast-path ranges share the block schema, per-line rows the full one): the checks' fixed cost is paid per table, and a block split around bad lines has dozens; the checks read whole columns, so their chunks are combined once here."""
     groups: dict[pa.Schema, list[tuple[pa.Table, np.ndarray]]] = {}
     for table, idx in tables:
         groups.setdefault(table.schema, []).append((table, idx))
@@ -319,8 +310,7 @@ def _fan_out(fmt, lines: _Lines, a: int, b: int, tables, per_line, blank: np.nda
 
 
 def _fast(fmt, lines: _Lines, a: int, b: int, tables, per_line, blank: np.ndarray) -> tuple[bool, int | None]:
-    """Type lines [a, b) with the block reader: ``(True, None)`` if it did, else ``(False, line)``
-    with a line that is (likely) to blame, or None when the failure names none."""
+    """Type lines [a, b) with the block reader: ``(True, None)`` if it did, else ``(False, line)`` with a line that is (likely) to blame, or None when the failure names none."""
     null_lines, blank_lines = lines.odd
     odd = null_lines[a:b] | lines.deep[a:b]
     if odd.any():
@@ -355,8 +345,7 @@ def _fast(fmt, lines: _Lines, a: int, b: int, tables, per_line, blank: np.ndarra
 
 
 def _first_with(fmt, table: pa.Table, names: list[str]) -> int | None:
-    """The first row holding a value of the columns ``names`` beyond the block schema (a nested
-    unknown key, or an unknown column the per-line path must judge), or None if none is found."""
+    """The first row holding a value of the columns ``names`` beyond the block schema (a nested unknown key, or an unknown column the per-line path must judge), or None if none is found."""
     known = {f.name: f.type for f in fmt.block_schema}
     has = np.zeros(table.num_rows, bool)
     for name in names:
@@ -386,9 +375,10 @@ def _beyond(want: pa.DataType, arr: pa.Array) -> np.ndarray:
 
 
 def _reader_unsafe(data: bytes | memoryview) -> int | None:
-    """None if the block reader may see ``data``, else the offset of the first byte it must not:
-    it does not validate UTF-8 (F3) and it skips a BOM at the start of its input (a BOM on a later
-    line is F5). (Deep nesting: ``_Lines.deep``.)"""
+    """None if the block reader may see ``data``, else the offset of the first byte it must not: it does not validate UTF-8 (F3) and it skips a BOM at the start of its input (a BOM on a later line is F5).
+
+    (Deep nesting: ``_Lines.deep``.)
+    """
     if bytes(data[: len(_BOM)]) == _BOM:
         return 0
     utf8 = pa.Array.from_buffers(
@@ -402,8 +392,7 @@ def _reader_unsafe(data: bytes | memoryview) -> int | None:
 
 
 def _first_bad_utf8(data: bytes | memoryview, piece: int = 1 << 16) -> int:
-    """Offset of the first byte of ``data`` that is not UTF-8 (0 if Python finds none), decoding
-    piece by piece so that no block-sized string is built."""
+    """Offset of the first byte of ``data`` that is not UTF-8 (0 if Python finds none), decoding piece by piece so that no block-sized string is built."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     view = memoryview(data)
     for start in range(0, len(view), piece):
@@ -415,8 +404,7 @@ def _first_bad_utf8(data: bytes | memoryview, piece: int = 1 << 16) -> int:
 
 
 def _unknowns_valid(fmt, table: pa.Table) -> bool:
-    """False if the reader built a corrupt array for an inferred column (pyarrow 26 does for a list
-    whose first item is null and a later one an object: its offsets run past the child array)."""
+    """False if the reader built a corrupt array for an inferred column (pyarrow 26 does for a list whose first item is null and a later one an object: its offsets run past the child array)."""
     try:
         for name in unknown_columns(fmt, table.schema):
             table.column(name).validate(full=True)
@@ -426,9 +414,7 @@ def _unknowns_valid(fmt, table: pa.Table) -> bool:
 
 
 def _top_level_unknowns(fmt, table: pa.Table, rows: np.ndarray, per_line, lines: _Lines | None) -> None:
-    """Report the unknown top-level keys of the typed rows, a line's keys in the order the line
-    holds them (as the per-line walk does), not in the order the reader met them in the range
-    (``lines`` None: a table input's rows, whose JSON lines hold them in column order)."""
+    """Report the unknown top-level keys of the typed rows, a line's keys in the order the line holds them (as the per-line walk does), not in the order the reader met them in the range (``lines`` None: a table input's rows, whose JSON lines hold them in column order)."""
     found: dict[int, list[str]] = {}
     for name in unknown_columns(fmt, table.schema):
         has = present(table.column(name).combine_chunks())
@@ -483,7 +469,7 @@ def _collect_stats(view: ConverseView, fmt_name: str, idx: np.ndarray, res: Bloc
         if not view.member(kind).any():
             continue
         uri = _uris(view, kind)
-        bucket = pc.struct_field(pc.extract_regex(uri, r"^s3://(?P<bucket>[^/]+)"), "bucket")
+        bucket = pc.struct_field(pc.extract_regex(uri, S3_LEADING_BUCKET), "bucket")
         for name in pc.unique(pc.drop_null(bucket)).to_pylist():
             at = pc.index(bucket, name).as_py()
             line = res.first_line + int(idx[b.row[at]])
@@ -500,7 +486,7 @@ def _collect_media(view: ConverseView, fmt_name: str, idx: np.ndarray, res: Bloc
         if not has.any():
             continue
         uri = _uris(view, kind)
-        for i in np.flatnonzero(has & mask(pc.match_substring_regex(uri, S3_URI))):
+        for i in np.flatnonzero(has & mask(pc.match_substring_regex(uri, S3_OBJECT_URI))):
             path = b.path(int(i), f"{kind}.source.s3Location.uri")
             res.media.append((int(idx[b.row[i]]), path, kind, uri[int(i)].as_py()))
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import orjson
 import pyarrow as pa
 
-from tunekit_data.rules import Problem
+from tunekit_data.check.rules import Problem
+from tunekit_data.formats import ARROW_SCHEMAS
 
 S = pa.string()
 
@@ -45,26 +46,8 @@ _TEXT_BLOCK = _struct(text=S)
 # The block reader's schema for Nova 1 data: only what such records normally hold. Anything else
 # (documents, reasoning, tools, misplaced keys) shows up as an inferred nested field and sends the
 # lines to the slow path, which types them against the full schema. Fewer fields parse faster.
-_LEAN_BLOCK = _struct(text=S, image=_MEDIA, video=_MEDIA)
-_LEAN_SFT = pa.schema(
-    [("schemaVersion", S), ("system", pa.list_(_TEXT_BLOCK)), ("messages", pa.list_(_struct(role=S, content=pa.list_(_LEAN_BLOCK))))]
-)
-_LEAN_DPO = pa.schema(
-    [
-        ("schemaVersion", S),
-        ("system", pa.list_(_TEXT_BLOCK)),
-        (
-            "messages",
-            pa.list_(
-                _struct(
-                    role=S,
-                    content=pa.list_(_LEAN_BLOCK),
-                    candidates=pa.list_(_struct(content=pa.list_(_TEXT_BLOCK), preferenceLabel=S)),
-                )
-            ),
-        ),
-    ]
-)
+_LEAN_SFT = ARROW_SCHEMAS["converse"]
+_LEAN_DPO = ARROW_SCHEMAS["dpo"]
 _CANDIDATE = _struct(content=pa.list_(_BLOCK), preferenceLabel=S)
 _CONVERSE_MESSAGE = _struct(role=S, content=pa.list_(_BLOCK), candidates=pa.list_(_CANDIDATE))
 
@@ -271,9 +254,7 @@ MAX_DEPTH = 1024  # orjson's limit, rule F13
 
 
 def nested_unknowns(fmt: FormatSchema, table_schema: pa.Schema) -> list[str]:
-    """Known columns whose inferred type has nested fields beyond the block schema, and unknown
-    columns the per-line path must judge: holding numbers (pyarrow reads NaN and Infinity, which
-    RFC 8259 forbids) or nested deeper than rule F13 allows (pyarrow has no depth limit)."""
+    """Known columns whose inferred type has nested fields beyond the block schema, and unknown columns the per-line path must judge: holding numbers (pyarrow reads NaN and Infinity, which RFC 8259 forbids) or nested deeper than rule F13 allows (pyarrow has no depth limit)."""
     out = []
     for f in fmt.block_schema:
         if f.name in table_schema.names and not covers(f.type, table_schema.field(f.name).type):
