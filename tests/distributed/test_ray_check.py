@@ -14,9 +14,8 @@ import orjson
 import pytest
 from tests.conftest import free_port
 
-from tunekit_cli.check_cmd import write_json
 from tunekit_cli.ds import main
-from tunekit_data.check import CheckConfig, run_check
+from tunekit_data.check import CheckConfig, report_json, run_check
 from tunekit_data.distributed.check import run_check_ray
 from tunekit_data.distributed.parts import MANIFEST
 
@@ -50,7 +49,7 @@ def _dataset(tmp_path: Path) -> list[str]:
 
 def _report(summary) -> dict:
     buf = io.BytesIO()
-    write_json(summary, buf)
+    report_json(summary, buf)
     summary.close()
     return json.loads(buf.getvalue())
 
