@@ -20,7 +20,7 @@ import pytest
 import tunekit_tokenize as tk
 from tunekit_cli import check_cmd, convert_cmd, pack_cmd
 from tunekit_cli.ds import main
-from tunekit_data.check import CheckConfig, report_json, run_check
+from tunekit_data.check import CheckConfig, CheckSummary, report_json, run_check
 from tunekit_data.convert import ConvertOptions, convert_dataset
 
 ROOT = Path(__file__).parents[2]
@@ -34,16 +34,21 @@ def ds(capsysbinary: pytest.CaptureFixture[bytes], *args: str) -> bytes:
     return capsysbinary.readouterr().out
 
 
-@pytest.mark.parametrize("path", [SFT, DPO])
-def test_check_json_is_the_reports(capsysbinary: pytest.CaptureFixture[bytes], path: str) -> None:
-    printed = ds(capsysbinary, "check", path, "--json")
-    summary = run_check([path], CheckConfig())
+def _report_bytes(summary: CheckSummary) -> bytes:
+    """``report_json``'s bytes for ``summary``, which is closed after."""
     expected = io.BytesIO()
     try:
         report_json(summary, expected)
     finally:
         summary.close()
-    assert printed == expected.getvalue()
+    return expected.getvalue()
+
+
+@pytest.mark.parametrize("path", [SFT, DPO])
+def test_check_json_is_the_reports(capsysbinary: pytest.CaptureFixture[bytes], path: str) -> None:
+    printed = ds(capsysbinary, "check", path, "--json")
+    summary = run_check([path], CheckConfig())
+    assert printed == _report_bytes(summary)
 
 
 def test_check_json_with_token_counts_is_the_reports(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
@@ -51,12 +56,7 @@ def test_check_json_with_token_counts_is_the_reports(capsysbinary: pytest.Captur
     lengths = tk.LengthCheck.load(TOKENIZER, 32)
     summary = run_check([SFT], CheckConfig(record_check=lengths))
     summary.tokens = lengths.to_dict()
-    expected = io.BytesIO()
-    try:
-        report_json(summary, expected)
-    finally:
-        summary.close()
-    assert printed == expected.getvalue()
+    assert printed == _report_bytes(summary)
     assert json.loads(printed)["tokens"]["over_max_length"] > 0  # the counter ran: some records exceed 32
 
 

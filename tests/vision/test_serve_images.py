@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,17 @@ from tunekit_train.serve.models import resolve_models
 from tunekit_train.vision import load_image_processor, load_videos, vision_inputs
 
 PROMPT = "What colour is the shape?"
+
+
+@contextmanager
+def _client(weights: Path) -> Iterator[TestClient]:
+    """The served app in process, for the model at ``weights`` named ``colours``; its engine closed after."""
+    models = resolve_models([f"colours={weights}"])
+    engine = make_engine("transformers", models, max_batch=4, device="cpu")
+    try:
+        yield TestClient(create_app(Server(models, engine, ServeSettings())))
+    finally:
+        engine.close()
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +59,7 @@ def test_openai_and_converse_images_answer_as_generate(vlm_weights: Path, s3) ->
     )[0]
     uri = f"s3://{s3.bucket()}/served/blue.png"
     s3.put(uri, png)
-    models = resolve_models([f"colours={vlm_weights}"])
-    engine = make_engine("transformers", models, max_batch=4, device="cpu")
-    try:
-        client = TestClient(create_app(Server(models, engine, ServeSettings())))
+    with _client(vlm_weights) as client:
         data_uri = "data:image/png;base64," + base64.b64encode(png).decode()
         chat = client.post("/v1/chat/completions", json={
             "model": "colours", "max_tokens": 5, "temperature": 0,
@@ -72,8 +82,6 @@ def test_openai_and_converse_images_answer_as_generate(vlm_weights: Path, s3) ->
             "messages": [{"role": "user", "content": [{"image": {"format": "png", "source": {"s3Location": {"uri": uri + ".gone"}}}}, {"text": PROMPT}]}],
         })
         assert missing.status_code == 400 and "messages[0].content[0].image: [missing]" in missing.text
-    finally:
-        engine.close()
 
 
 def test_converse_video_blocks_and_video_url_parts_answer_as_generate(vlm_weights: Path, s3, tmp_path: Path, capsys) -> None:
@@ -94,10 +102,7 @@ def test_converse_video_blocks_and_video_url_parts_answer_as_generate(vlm_weight
     assert json.loads(capsys.readouterr().out)["completions"][0]["text"] == expected
     uri = f"s3://{s3.bucket()}/served/green.mp4"
     s3.put(uri, video)
-    models = resolve_models([f"colours={vlm_weights}"])
-    engine = make_engine("transformers", models, max_batch=4, device="cpu")
-    try:
-        client = TestClient(create_app(Server(models, engine, ServeSettings())))
+    with _client(vlm_weights) as client:
         data_uri = "data:video/mp4;base64," + base64.b64encode(video).decode()
         for url in (data_uri, str(path)):
             chat = client.post("/v1/chat/completions", json={
@@ -116,5 +121,3 @@ def test_converse_video_blocks_and_video_url_parts_answer_as_generate(vlm_weight
             "messages": [{"role": "user", "content": [{"video": {"format": "mp4", "source": {"bytes": base64.b64encode(b"not a video").decode()}}}, {"text": PROMPT}]}],
         })
         assert broken.status_code == 400 and "messages[0].content[0].video: [undecodable]" in broken.text
-    finally:
-        engine.close()
