@@ -65,10 +65,10 @@ def report(summary: Any) -> dict[str, Any]:
     """The `--json` report of a check summary (what both engines must agree on)."""
     import io
 
-    from tunekit_cli.check_cmd import write_json
+    from tunekit_data.check import report_json
 
     buffer = io.BytesIO()
-    write_json(summary, buffer)
+    report_json(summary, buffer)
     return json.loads(buffer.getvalue())
 
 
