@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tunekit_data.convert import ConvertOptions, convert_dataset, guess_format, read_examples
-from tunekit_data.convert.detect import detect_format
+from tunekit_data.convert import ConvertOptions, convert_dataset, detect_input_format, read_examples
 from tunekit_data.errors import UsageError
+from tunekit_data.formats import guess_input_format
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "convert"
 
@@ -47,12 +47,12 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "convert"
     ],
 )
 def test_guess_format_by_keys(record, fmt):
-    assert guess_format(record) == fmt
+    assert guess_input_format(record) == fmt
 
 
 def test_majority_of_leading_records_decides():
     values = [{"text": "odd one"}] + [{"prompt": "p", "response": "r"}] * 5 + [{"unknown": 1}]
-    detection = detect_format(values)
+    detection = detect_input_format(values)
     assert (detection.fmt, detection.evidence) == ("prompt-response", "5 of 7 leading records")
     assert detection.describe() == "prompt-response (detected: 5 of 7 leading records)"
 

@@ -11,6 +11,7 @@ from tunekit_cli.progress import byte_progress
 from tunekit_data.check import RULES
 from tunekit_data.distributed import use_ray
 from tunekit_data.errors import UsageError
+from tunekit_data.formats import CHECK_SUITES
 from tunekit_data.io import set_endpoint
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ SHOWN = 20
 
 def check(
     paths: Annotated[list[str], typer.Argument(help="JSONL files (.jsonl, .jsonl.gz, .jsonl.zst), directories of them, s3://bucket/key objects or s3://bucket/prefix/ prefixes, or - for stdin.")],
-    fmt: Annotated[str, typer.Option("--format", help="auto | sft | dpo | cpt | chat | prompt-response")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help=" | ".join(["auto", *CHECK_SUITES]))] = "auto",
     profile: Annotated[str, typer.Option(help="nova-micro-1 | nova-lite-1 | nova-pro-1 | nova-lite-2")] = "nova-lite-1",
     platform: Annotated[str, typer.Option(help="bedrock | sagemaker (bedrock enforces record-count bounds)")] = "sagemaker",
     dataset_uri: Annotated[str | None, typer.Option(help="s3://bucket/prefix the dataset will live at (media must share its bucket; default: the bucket of s3:// inputs)")] = None,

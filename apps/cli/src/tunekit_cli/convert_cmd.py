@@ -10,9 +10,9 @@ from tunekit_cli.console import out
 from tunekit_cli.options import given
 from tunekit_cli.progress import byte_progress
 from tunekit_data.check import PROFILES
-from tunekit_data.convert import INPUT_FORMATS, OUTPUT_FORMATS
 from tunekit_data.convert.outputs import DEFAULT_SHARD_SIZE
 from tunekit_data.distributed import use_ray
+from tunekit_data.formats import FORMATS, OUTPUT_NAMES
 from tunekit_data.io import set_endpoint
 
 if TYPE_CHECKING:
@@ -21,9 +21,9 @@ if TYPE_CHECKING:
 
 def convert(
     paths: Annotated[list[str], typer.Argument(help="JSONL (.gz/.zst), Parquet, Hugging Face save_to_disk folders, folders of .txt documents, s3://bucket/key objects or s3://bucket/prefix/ prefixes, or - for stdin.")],
-    to: Annotated[str, typer.Option(help=" | ".join(OUTPUT_FORMATS))],
+    to: Annotated[str, typer.Option(help=" | ".join(OUTPUT_NAMES))],
     output: Annotated[str, typer.Option("-o", "--output", help="out.jsonl, out.parquet, or a folder for JSONL shards (paths or s3:// URIs)")],
-    fmt: Annotated[str, typer.Option("--from", help=f"auto | {' | '.join(INPUT_FORMATS)}")] = "auto",
+    fmt: Annotated[str, typer.Option("--from", help=f"auto | {' | '.join(FORMATS)}")] = "auto",
     system: Annotated[str | None, typer.Option(help="system prompt for records that have none")] = None,
     template: Annotated[str | None, typer.Option(help="JumpStart template.json (default: one beside the inputs)")] = None,
     bucket_owner: Annotated[str | None, typer.Option(help="12-digit account id set as bucketOwner on media references")] = None,
@@ -87,7 +87,7 @@ def print_human(summary: "ConvertSummary") -> None:
 
     table = Table(title=f"ds convert -> {summary.to}", show_header=False)
     fmt = summary.detection.fmt
-    table.add_row("input format", f"{summary.detection.describe()}\n[dim]{INPUT_FORMATS[fmt].summary}[/dim]")
+    table.add_row("input format", f"{summary.detection.describe()}\n[dim]{FORMATS[fmt].summary}[/dim]")
     table.add_row("records", f"{summary.records:,}")
     for name, n in summary.written.items():
         table.add_row(f"written ({name})", f"[green]{n:,}[/green]")

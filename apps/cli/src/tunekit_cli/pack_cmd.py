@@ -10,9 +10,9 @@ import typer
 
 from tunekit_cli.console import out
 from tunekit_cli.options import given
-from tunekit_data.convert import FORMAT_ALIASES, INPUT_FORMATS
 from tunekit_data.distributed import use_ray
 from tunekit_data.errors import UsageError
+from tunekit_data.formats import FORMAT_ALIASES, FORMATS
 from tunekit_data.io import set_endpoint
 from tunekit_data.video_sampling import MAX_FPS, MAX_SAMPLED_FRAMES, VideoSampling
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     import tunekit_tokenize as tk
 
-_FORMATS = " | ".join(["auto", *FORMAT_ALIASES, *INPUT_FORMATS])
+_FORMATS = " | ".join(["auto", *FORMAT_ALIASES, *FORMATS])
 _STAGES = {"hash": "hashing inputs", "tokenize": "tokenizing records", "pack": "packing", "write": "writing rows"}
 
 

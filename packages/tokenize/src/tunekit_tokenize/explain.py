@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunekit_data.convert import FORMAT_ALIASES, Rejection, read_examples
+from tunekit_data.convert import Rejection, read_examples
 from tunekit_data.errors import InputError, UsageError
 from tunekit_data.examples import Example
+from tunekit_data.formats import FORMAT_ALIASES
 from tunekit_tokenize.chat_template import ChatTemplate
 from tunekit_tokenize.encoder import IGNORE_INDEX, ExampleRejected, encode_example
 from tunekit_tokenize.masks import LossOn

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunekit_data.check import Problem
-from tunekit_data.convert.inputs import FORMAT_ALIASES, INPUT_FORMATS, InputPlan
+from tunekit_data.convert.inputs import INPUT_FORMATS, InputPlan
 from tunekit_data.convert.rejection import ConversionError
 from tunekit_data.errors import UsageError
 from tunekit_data.examples import Example
+from tunekit_data.formats import FORMAT_ALIASES
 from tunekit_tokenize.chat_template import resolve_template
 from tunekit_tokenize.encoder import Encoded, Encoder
 from tunekit_tokenize.manifest import DEFAULT_MAX_LENGTH, max_length_problem

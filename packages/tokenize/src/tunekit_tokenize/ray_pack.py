@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from tunekit_data.convert import FORMAT_ALIASES
 from tunekit_data.convert.detect import Detection
 from tunekit_data.convert.inputs import InputPlan
 from tunekit_data.convert.pipeline import ExampleReader, OpenInput, open_input
@@ -37,6 +36,7 @@ from tunekit_data.distributed.cluster import cluster_cpus, connect, ordered_task
 from tunekit_data.distributed.convert import Share, share_units, shares
 from tunekit_data.distributed.ranges import DEFAULT_RANGE_SIZE, lines_through
 from tunekit_data.errors import UsageError
+from tunekit_data.formats import FORMAT_ALIASES
 from tunekit_data.io import Block
 from tunekit_tokenize.encoder import Kind, sequences_per_item
 from tunekit_tokenize.manifest import DATA_DIR

@@ -38,7 +38,7 @@ from tunekit_data.check.schema import (
     unknown_key,
     walk,
 )
-from tunekit_data.formats import CHECKS, MEDIA_KINDS, ConverseView, Options
+from tunekit_data.formats import CHECK_SUITES, CHECKS, MEDIA_KINDS, ConverseView, Options
 from tunekit_data.io import S3_LEADING_BUCKET, S3_OBJECT_URI, newline_offsets, parse_line, require_object
 
 LEAF_LINES = 64
@@ -460,7 +460,7 @@ def _run_checks(view: ConverseView, fmt_name: str, options: Options):
 
 
 def _collect_stats(view: ConverseView, fmt_name: str, idx: np.ndarray, res: BlockResult) -> None:
-    if fmt_name not in ("sft", "dpo") or view.n == 0:
+    if not CHECK_SUITES[fmt_name].converse or view.n == 0:
         return
     for kind, counts in view.media_counts.items():
         res.stats.with_media[kind] += int((counts > 0).sum())
@@ -478,7 +478,7 @@ def _collect_stats(view: ConverseView, fmt_name: str, idx: np.ndarray, res: Bloc
 
 
 def _collect_media(view: ConverseView, fmt_name: str, idx: np.ndarray, res: BlockResult) -> None:
-    if fmt_name not in ("sft", "dpo") or view.n == 0:
+    if not CHECK_SUITES[fmt_name].converse or view.n == 0:
         return
     b = view.blocks
     for kind in MEDIA_KINDS:

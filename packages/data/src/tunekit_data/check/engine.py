@@ -33,7 +33,7 @@ from tunekit_data.check.rules import Problem
 from tunekit_data.check.schema import FORMATS
 from tunekit_data.cores import available_cores
 from tunekit_data.errors import InputError, UsageError
-from tunekit_data.formats import Options
+from tunekit_data.formats import CHECK_SUITES, Options, guess_check_format
 from tunekit_data.io import (
     JSONL_SUFFIXES,
     S3_PREFIX_URI,
@@ -158,29 +158,13 @@ class CheckSummary:
             self.spool = None
 
 
-def detect_format(values: Iterable[object]) -> str | None:
-    """Guess the format from decoded records by their keys; None if nothing is recognised.
+def detect_check_format(values: Iterable[object]) -> str | None:
+    """The ``--format`` most of the decoded records look like (``formats.registry``); None if none does.
 
     Used only to choose which rule set to run for the whole input: it is reported, and every
     record is then checked against that one format.
     """
-    votes: Counter[str] = Counter()
-    for v in values:
-        if not isinstance(v, dict):
-            continue
-        msgs = v.get("messages")
-        if isinstance(msgs, list) and msgs:
-            last = msgs[-1] if isinstance(msgs[-1], dict) else {}
-            if "candidates" in last:
-                votes["dpo"] += 1
-            elif any(isinstance(m, dict) and isinstance(m.get("content"), str) for m in msgs):
-                votes["chat"] += 1
-            else:
-                votes["sft"] += 1
-        elif "text" in v:
-            votes["cpt"] += 1
-        elif "prompt" in v and ("response" in v or "completion" in v):
-            votes["prompt-response"] += 1
+    votes = Counter(fmt for v in values if (fmt := guess_check_format(v)) is not None)
     return votes.most_common(1)[0][0] if votes else None
 
 
@@ -214,7 +198,7 @@ def _detect(sources: list[Source], streams: list[Iterator[Block]]) -> str:
         if first is None:
             continue
         streams[k] = chain([first], stream)
-        fmt = detect_format(_sniff(first))
+        fmt = detect_check_format(_sniff(first))
         if fmt:
             return fmt
         if not all(is_blank(raw) for raw in split_lines(first.data)):
@@ -546,7 +530,7 @@ def _absorb_tally(summary: CheckSummary, tally: Tally, spool, writers: _Writers)
 def _dataset_rules(stats: BlockStats, o: Options, config: CheckConfig) -> list[DatasetProblem]:
     out: list[DatasetProblem] = []
     p = o.profile
-    if o.fmt in ("sft", "dpo") and config.platform == "bedrock":
+    if CHECK_SUITES[o.fmt].converse and config.platform == "bedrock":
         n = stats.records
         if not p.bedrock_sft_min <= n <= p.bedrock_max:
             out.append(DatasetProblem("F10", "error", f"{p.label} on Bedrock takes {p.bedrock_sft_min:,} to {p.bedrock_max:,} records (source {p.min_source}), got {n:,}"))

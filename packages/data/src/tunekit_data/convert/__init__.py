@@ -12,7 +12,8 @@ Two entry points:
   consumers that want Examples (``ds pack``, ``train run``).
 - ``convert_dataset(paths, ConvertOptions(...))``: the ``ds convert`` command, multi-core.
 
-The format tables (``INPUT_FORMATS``, ``FORMAT_ALIASES``, ``OUTPUT_FORMATS``) import without pyarrow;
+The format tables (``INPUT_FORMATS``, ``OUTPUT_FORMATS``: the decoders and encoders of the formats that
+``tunekit_data.formats.registry`` declares, with their names and aliases) import without pyarrow;
 the pipeline and the schemas load on first use of their names (PEP 562 ``__getattr__``), so that
 `ds --help` can list the formats without loading them (~0.3 s).
 """
@@ -21,8 +22,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tunekit_data.convert.detect import Detection, guess_format
-from tunekit_data.convert.inputs import FORMAT_ALIASES, INPUT_FORMATS, InputFormat
+from tunekit_data.convert.detect import Detection, detect_input_format
+from tunekit_data.convert.inputs import INPUT_FORMATS, InputFormat
 from tunekit_data.convert.outputs import OUTPUT_FORMATS, OutputFormat
 from tunekit_data.convert.rejection import ConversionError, Rejection
 from tunekit_data.lazy import lazy_exports
@@ -50,7 +51,6 @@ _LAZY = {
 
 __all__ = [
     "ARROW_SCHEMAS",
-    "FORMAT_ALIASES",
     "INPUT_FORMATS",
     "OUTPUT_FORMATS",
     "ConversionError",
@@ -63,7 +63,7 @@ __all__ = [
     "Rejection",
     "Split",
     "convert_dataset",
-    "guess_format",
+    "detect_input_format",
     "read_examples",
 ]
 

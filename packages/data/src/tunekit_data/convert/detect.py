@@ -3,8 +3,9 @@
 The guess is made from up to ``SAMPLE`` leading records (the most common signature wins, so one odd
 first line does not decide) and reported in the summary. It only picks the decoder: every record is
 then decoded as that format, and a record that does not fit is rejected with a reason, never quietly
-read as something else. A ``template.json`` beside the inputs means JumpStart, as it does to
-JumpStart itself; ``.txt`` documents are text.
+read as something else. Each format's key test is in its record in ``formats.registry``. A
+``template.json`` beside the inputs means JumpStart, as it does to JumpStart itself; ``.txt``
+documents are text.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tunekit_data.errors import UsageError
+from tunekit_data.formats.registry import guess_input_format
 
 SAMPLE = 64
 
@@ -31,50 +33,7 @@ class Detection:
         return f"{self.fmt} ({self.how}{': ' + self.evidence if self.evidence else ''})"
 
 
-def guess_format(value: object) -> str | None:
-    """The input format a single record looks like, by its keys; None if it looks like none."""
-    if not isinstance(value, dict):
-        return None
-    keys = value.keys()
-    if "messages" in keys:
-        return _guess_messages(value)
-    if {"input", "preferred_output", "non_preferred_output"} <= keys:
-        return "openai-preference"
-    if {"chosen", "rejected"} <= keys:
-        if "prompt" in keys or isinstance(value["chosen"], list):
-            return "preference"
-        return "hh"
-    if {"prompt", "completion"} <= keys:
-        return "prompt-completion"
-    if {"prompt", "response"} <= keys:
-        return "prompt-response"
-    if "conversations" in keys:
-        return "sharegpt"
-    if {"instruction", "output"} <= keys:
-        return "alpaca"
-    if {"instruction", "context", "response"} <= keys:
-        return "jumpstart"
-    if "text" in keys:
-        return "text"
-    return None
-
-
-def _guess_messages(value: dict[str, object]) -> str:
-    messages = value["messages"]
-    turns = [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
-    if turns and "candidates" in turns[-1]:
-        return "dpo"
-    if "schemaVersion" in value or isinstance(value.get("system"), list):
-        return "converse"
-    for turn in turns:
-        content = turn.get("content")
-        if isinstance(content, list) and content and isinstance(content[0], dict):
-            # OpenAI parts carry "type"; Converse blocks are keyed by their kind.
-            return "chat" if "type" in content[0] else "converse"
-    return "chat"
-
-
-def detect_format(
+def detect_input_format(
     values: Iterable[object], *, files_are_text: bool = False, template: str | None = None
 ) -> Detection:
     """Choose the decoder for a run from its leading records (see the module docstring)."""
@@ -87,7 +46,7 @@ def detect_format(
     keys: set[str] = set()
     for value in values:
         seen += 1
-        guess = guess_format(value)
+        guess = guess_input_format(value)
         if guess is not None:
             votes[guess] += 1
         elif isinstance(value, dict):

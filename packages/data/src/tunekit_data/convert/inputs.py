@@ -39,13 +39,12 @@ from tunekit_data.examples import (
     Role,
     TextExample,
 )
-
-Kind = Literal["chat", "preference", "text"]
+from tunekit_data.formats.registry import FORMATS, Kind, load
 
 
 @dataclass(frozen=True, slots=True)
 class InputFormat:
-    """An input format: its ``--from`` name, what it holds, and the decoder for one record."""
+    """An input format (``formats.registry``) with its decoder for one record loaded."""
 
     name: str
     kind: Kind
@@ -427,70 +426,8 @@ def from_text(record: dict[str, object], plan: InputPlan) -> Example:
     return TextExample(expect_text(record.get("text"), "text"))
 
 
+# Built from the registry, where each input format is declared; this module holds the decoders
+# (which it has defined by now, so the registry's references to them resolve while it loads).
 INPUT_FORMATS: dict[str, InputFormat] = {
-    f.name: f
-    for f in [
-        InputFormat(
-            "converse",
-            "chat",
-            "Converse SFT (Bedrock / Nova): messages of content blocks, optional system",
-            from_converse,
-        ),
-        InputFormat(
-            "dpo",
-            "preference",
-            "Nova DPO: Converse turns, the last one with preferred/non-preferred candidates",
-            from_dpo,
-        ),
-        InputFormat(
-            "chat", "chat", "OpenAI / Databricks chat: messages with string or part-list content", from_chat
-        ),
-        InputFormat(
-            "openai-preference",
-            "preference",
-            "OpenAI preference: input.messages, preferred_output, non_preferred_output",
-            from_openai_preference,
-        ),
-        InputFormat(
-            "prompt-completion",
-            "chat",
-            "TRL prompt/completion, strings or message lists",
-            from_prompt_completion,
-        ),
-        InputFormat(
-            "preference",
-            "preference",
-            "TRL prompt/chosen/rejected (strings or message lists; the prompt may be implicit)",
-            from_preference,
-        ),
-        InputFormat(
-            "prompt-response",
-            "chat",
-            "Databricks INSTRUCTION_FINETUNE: prompt/response",
-            from_prompt_response,
-        ),
-        InputFormat(
-            "jumpstart",
-            "chat",
-            "SageMaker JumpStart: instruction/context/response, or any fields via template.json",
-            from_jumpstart,
-        ),
-        InputFormat(
-            "sharegpt",
-            "chat",
-            "ShareGPT: conversations of {from, value}, optional system and images",
-            from_sharegpt,
-        ),
-        InputFormat(
-            "alpaca", "chat", "Alpaca: instruction/input/output (optional system, history)", from_alpaca
-        ),
-        InputFormat(
-            "hh", "preference", "Anthropic HH: chosen/rejected Human:/Assistant: transcripts", from_hh
-        ),
-        InputFormat("text", "text", "plain text: {text} records, or a folder of .txt documents", from_text),
-    ]
+    f.name: InputFormat(f.name, f.kind, f.summary, load(f.decoder)) for f in FORMATS.values()
 }
-
-# `ds check --format` names of the shapes that `ds convert --from` calls otherwise; `ds pack --format`
-# and `ds check --tokenizer` accept them too.
-FORMAT_ALIASES = {"sft": "converse", "cpt": "text"}

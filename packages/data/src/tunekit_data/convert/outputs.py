@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tunekit_data.convert.inputs import Kind
 from tunekit_data.convert.messages import (
     chat_message,
     converse_message,
@@ -31,6 +30,7 @@ from tunekit_data.convert.messages import (
 )
 from tunekit_data.convert.rejection import ConversionError
 from tunekit_data.examples import ChatExample, Example, Message, PreferenceExample, TextExample
+from tunekit_data.formats.registry import FORMATS, OUTPUT_NAMES, Kind, load
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -116,7 +116,7 @@ def to_text(example: Example) -> Record:
 
 @dataclass(frozen=True, slots=True)
 class OutputFormat:
-    """A ``--to`` target: its encoder, the input kinds it takes, and the ``ds check`` format for its rules."""
+    """A ``--to`` target (``formats.registry``) with its encoder loaded, and the ``ds check`` format for its rules."""
 
     name: str
     accepts: tuple[Kind, ...]
@@ -131,15 +131,9 @@ class OutputFormat:
         return ARROW_SCHEMAS[self.name]
 
 
+# Built from the registry, where each ``--to`` target is declared with its encoder from this module.
 OUTPUT_FORMATS: dict[str, OutputFormat] = {
-    f.name: f
-    for f in [
-        OutputFormat("converse", ("chat", "preference"), "sft", to_converse),
-        OutputFormat("dpo", ("preference",), "dpo", to_dpo),
-        OutputFormat("chat", ("chat", "preference"), "chat", to_chat),
-        OutputFormat("prompt-response", ("chat", "preference"), "prompt-response", to_prompt_response),
-        # TRL preference data has no ds check format; the decoders already guarantee its shape.
-        OutputFormat("preference", ("preference",), None, to_preference),
-        OutputFormat("text", ("text",), "cpt", to_text),
-    ]
+    f.name: OutputFormat(f.name, f.output.accepts, f.check.name if f.check else None, load(f.output.encoder))
+    for f in (FORMATS[name] for name in OUTPUT_NAMES)
+    if f.output is not None
 }

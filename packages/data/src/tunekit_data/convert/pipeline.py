@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from tunekit_data.check import PLATFORMS, get_profile, worker_init
-from tunekit_data.convert.detect import SAMPLE, Detection, detect_format
+from tunekit_data.convert.detect import SAMPLE, Detection, detect_input_format
 from tunekit_data.convert.engine import ConvertPlan, UnitResult, convert_unit
 from tunekit_data.convert.inputs import INPUT_FORMATS, InputPlan
 from tunekit_data.convert.media import MediaOptions
@@ -96,7 +96,7 @@ def open_input(
         detection = Detection(fmt, "given", loaded.source if loaded else "")
     else:
         sample, units = _sample(units)
-        detection = detect_format(
+        detection = detect_input_format(
             sample,
             files_are_text=all(f.kind == "txt" for f in files),
             template=loaded.source if loaded else None,

@@ -1,25 +1,62 @@
-"""Per-format check suites: which vectorized checks run for each ``--format``.
+"""Dataset formats: the registry of every format, and ``ds check``'s vectorized rule checks.
 
-Each check is a function ``(view, options) -> Iterator[(record_index, Problem)]`` living in the
-module of its rule family (``converse.py`` S rules, ``media.py`` M rules, ``dpo.py`` D rules,
-``tools.py`` S14, ``cpt.py`` C1, ``databricks.py`` B rules).
+- ``registry``: one record per format (names, aliases, detector, decoder, encoder, rule suite); plain
+  Python, imported eagerly.
+- ``suites``: each checked format's checks (``CHECKS``); ``converse``, ``media``, ``dpo``, ``tools``,
+  ``cpt``, ``databricks``: the checks of each rule family; ``view``: the columnar view they read;
+  ``arrow_schemas``: the Arrow schema of each ``ds convert`` target. These load on first use of their
+  names (PEP 562 ``__getattr__``), as they bring in pyarrow and numpy.
 """
 
-from tunekit_data.formats.arrow_schemas import ARROW_SCHEMAS
-from tunekit_data.formats.converse import SFT_CHECKS
-from tunekit_data.formats.cpt import CPT_CHECKS
-from tunekit_data.formats.databricks import CHAT_CHECKS, PROMPT_RESPONSE_CHECKS
-from tunekit_data.formats.dpo import DPO_CHECKS
-from tunekit_data.formats.media import MEDIA_CHECKS
-from tunekit_data.formats.tools import TOOL_CHECKS
-from tunekit_data.formats.view import MEDIA_KINDS, ConverseView, Options
+from __future__ import annotations
 
-CHECKS = {
-    "sft": SFT_CHECKS + MEDIA_CHECKS + TOOL_CHECKS,
-    "dpo": SFT_CHECKS + MEDIA_CHECKS + DPO_CHECKS,
-    "cpt": CPT_CHECKS,
-    "chat": CHAT_CHECKS,
-    "prompt-response": PROMPT_RESPONSE_CHECKS,
+from typing import TYPE_CHECKING
+
+from tunekit_data.formats.registry import (
+    CHECK_SUITES,
+    FORMAT_ALIASES,
+    FORMATS,
+    OUTPUT_NAMES,
+    CheckSuite,
+    Detector,
+    Format,
+    Kind,
+    Output,
+    canonical_name,
+    guess_check_format,
+    guess_input_format,
+)
+from tunekit_data.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from tunekit_data.formats.arrow_schemas import ARROW_SCHEMAS
+    from tunekit_data.formats.suites import CHECKS
+    from tunekit_data.formats.view import MEDIA_KINDS, ConverseView, Options
+
+_LAZY = {
+    "ARROW_SCHEMAS": "arrow_schemas",
+    "CHECKS": "suites",
+    **dict.fromkeys(("MEDIA_KINDS", "ConverseView", "Options"), "view"),
 }
 
-__all__ = ["ARROW_SCHEMAS", "CHECKS", "MEDIA_KINDS", "ConverseView", "Options"]
+__all__ = [
+    "ARROW_SCHEMAS",
+    "CHECKS",
+    "CHECK_SUITES",
+    "FORMATS",
+    "FORMAT_ALIASES",
+    "MEDIA_KINDS",
+    "OUTPUT_NAMES",
+    "CheckSuite",
+    "ConverseView",
+    "Detector",
+    "Format",
+    "Kind",
+    "Options",
+    "Output",
+    "canonical_name",
+    "guess_check_format",
+    "guess_input_format",
+]
+
+__getattr__ = lazy_exports(__name__, _LAZY)
