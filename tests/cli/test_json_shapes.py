@@ -2,23 +2,19 @@
 
 The shapes belong to the library (`report_json`, `ConvertSummary.to_dict`, `PackResult.to_json`):
 each test runs a command on the examples and the library call it stands for, and compares the bytes.
-The defaults the CLI's help states are the library's too.
+(tests/cli/test_defaults.py holds the CLI's defaults and bounds to the library's.)
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import io
 import json
-import typing
 from pathlib import Path
 
 import orjson
 import pytest
 
 import tunekit_tokenize as tk
-from tunekit_cli import check_cmd, convert_cmd, pack_cmd
 from tunekit_cli.ds import main
 from tunekit_data.check import CheckConfig, CheckSummary, report_json, run_check
 from tunekit_data.convert import ConvertOptions, convert_dataset
@@ -89,24 +85,3 @@ def test_check_and_pack_share_the_max_length_bound(capsys: pytest.CaptureFixture
         errors.append(capsys.readouterr().err.strip())  # pack opens its progress bar first
     assert errors[0] == errors[1]
     assert f"--max-length must be at least {tk.MIN_MAX_LENGTH}, got {too_short}" in errors[0]
-
-
-def _help(command: object, parameter: str) -> str:
-    """The help text of ``parameter`` of the typer command ``command``."""
-    annotation = typing.get_type_hints(command, include_extras=True)[parameter]
-    return " ".join(annotation.__metadata__[0].help.split())
-
-
-def test_packs_help_states_the_librarys_defaults() -> None:
-    library = inspect.signature(tk.pack).parameters
-    for name in ("max_length", "template", "loss_on", "truncation", "seed", "max_invalid_percent", "max_image_pixels"):
-        assert f"default {library[name].default})" in _help(pack_cmd.pack, name), name
-        assert inspect.signature(pack_cmd.pack).parameters[name].default is None, name  # not given: the library decides
-    assert f"default {tk.DEFAULT_MAX_LENGTH})" in _help(check_cmd.check, "max_length")
-
-
-def test_converts_help_states_the_librarys_defaults() -> None:
-    library = {f.name: f.default for f in dataclasses.fields(ConvertOptions)}
-    for name in ("seed", "profile", "platform", "max_rejects_percent"):
-        assert f"default {library[name]})" in _help(convert_cmd.convert, name), name
-        assert inspect.signature(convert_cmd.convert).parameters[name].default is None, name

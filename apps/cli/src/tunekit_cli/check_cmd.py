@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from tunekit_cli.console import out
+from tunekit_cli.options import given
 from tunekit_cli.progress import byte_progress
-from tunekit_data.check import RULES
+from tunekit_data.check import PLATFORMS, PROFILES, RULES
 from tunekit_data.distributed import use_ray
 from tunekit_data.errors import UsageError
 from tunekit_data.formats import CHECK_SUITES
@@ -22,11 +23,11 @@ SHOWN = 20
 
 def check(
     paths: Annotated[list[str], typer.Argument(help="JSONL files (.jsonl, .jsonl.gz, .jsonl.zst), directories of them, s3://bucket/key objects or s3://bucket/prefix/ prefixes, or - for stdin.")],
-    fmt: Annotated[str, typer.Option("--format", help=" | ".join(["auto", *CHECK_SUITES]))] = "auto",
-    profile: Annotated[str, typer.Option(help="nova-micro-1 | nova-lite-1 | nova-pro-1 | nova-lite-2")] = "nova-lite-1",
-    platform: Annotated[str, typer.Option(help="bedrock | sagemaker (bedrock enforces record-count bounds)")] = "sagemaker",
+    fmt: Annotated[str | None, typer.Option("--format", help=f"{' | '.join(['auto', *CHECK_SUITES])} (default auto)")] = None,
+    profile: Annotated[str | None, typer.Option(help=f"{' | '.join(PROFILES)} (default nova-lite-1)")] = None,
+    platform: Annotated[str | None, typer.Option(help=f"{' | '.join(PLATFORMS)} (bedrock enforces record-count bounds; default sagemaker)")] = None,
     dataset_uri: Annotated[str | None, typer.Option(help="s3://bucket/prefix the dataset will live at (media must share its bucket; default: the bucket of s3:// inputs)")] = None,
-    max_invalid_percent: Annotated[float, typer.Option(help="pass when at most this percent of records is invalid (recipes' allow_percentage_invalid_samples)")] = 0.0,
+    max_invalid_percent: Annotated[float | None, typer.Option(help="pass when at most this percent of records is invalid (recipes' allow_percentage_invalid_samples; default 0.0)")] = None,
     valid_out: Annotated[str | None, typer.Option(help="write the valid lines here, unchanged (a path or s3://bucket/key)")] = None,
     rejects_out: Annotated[str | None, typer.Option(help="write the invalid lines here, unchanged (a path or s3://bucket/key)")] = None,
     errors_out: Annotated[str | None, typer.Option(help="stream every problem here as JSONL (a path or s3://bucket/key)")] = None,
@@ -34,7 +35,7 @@ def check(
     endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint for s3:// inputs, outputs and media (default: $AWS_ENDPOINT_URL, else AWS)")] = None,
     tokenizer: Annotated[str | None, typer.Option(help="count every record's tokens with this local tokenizer directory, as ds pack would (F12)")] = None,
     max_length: Annotated[int | None, typer.Option(help="with --tokenizer: warn about records longer than this many tokens (default 32768)")] = None,
-    template: Annotated[str, typer.Option(help="with --tokenizer: auto (the tokenizer's) | chatml | llama3 | PATH.jinja")] = "auto",
+    template: Annotated[str | None, typer.Option(help="with --tokenizer: auto (the tokenizer's) | chatml | llama3 | PATH.jinja (default auto)")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
     workers: Annotated[int | None, typer.Option(help="processes to use (default: all cores)")] = None,
     engine: Annotated[str, typer.Option(help="local | ray (byte ranges checked by tasks of a Ray cluster; outputs become folders of parts)")] = "local",
@@ -47,7 +48,11 @@ def check(
 
     set_endpoint(endpoint_url)
     lengths = _length_check(tokenizer, max_length, template)
-    config = CheckConfig(fmt, profile, platform, dataset_uri, max_invalid_percent, workers, check_media=check_media, record_check=lengths)
+    # Only the options given: `CheckConfig` owns every default (tunekit_cli.options).
+    config = CheckConfig(**given(
+        fmt=fmt, profile=profile, platform=platform, dataset_uri=dataset_uri, max_invalid_percent=max_invalid_percent,
+        workers=workers, check_media=check_media, record_check=lengths,
+    ))  # type: ignore[arg-type]  # fmt: skip
     total = sum(s.size() or 0 for s in expand_paths(paths))
     with byte_progress("checking", total, enabled=not json_output) as advance:
         check = _ray_check(ray_address) if use_ray(engine, ray_address) else run_check
@@ -72,16 +77,16 @@ def _ray_check(address: str | None):
     return partial(run_check_ray, address=address)
 
 
-def _length_check(tokenizer: str | None, max_length: int | None, template: str):
+def _length_check(tokenizer: str | None, max_length: int | None, template: str | None):
     """The F12 token counter for ``--tokenizer``, or None; imported here so plain checks stay light."""
     if tokenizer is None:
-        if max_length is not None or template != "auto":
+        if max_length is not None or template is not None:
             msg = "--max-length and --template count tokens, which needs --tokenizer DIR"
             raise UsageError(msg)
         return None
     from tunekit_tokenize import LengthCheck
 
-    return LengthCheck.load(tokenizer, max_length, template)
+    return LengthCheck.load(tokenizer, **given(max_length=max_length, template=template))  # type: ignore[arg-type]
 
 
 def print_human(summary: "CheckSummary") -> None:

@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from tunekit_cli.console import out
+from tunekit_cli.options import given
+from tunekit_cli.torch_env import before_torch
 
 _METRICS = ("loss", "perplexity", "token_accuracy", "exact_match", "rouge_l")
 
@@ -25,19 +27,21 @@ def evaluate(
         ),
     ],
     max_samples: Annotated[
-        int | None, typer.Option(min=1, help="evaluate only the first N usable examples")
+        int | None, typer.Option(help="evaluate only the first N usable examples (default: all)")
     ] = None,
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="tokens generated per answer (greedy)")] = 64,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="tokens generated per answer (greedy; default 64)")
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
 ) -> int:
     """Evaluate RUN_DIR on --data; the result goes to RUN_DIR/eval.json and an `eval` event."""
-    from tunekit_cli.train import _before_torch
-
-    _before_torch()
+    before_torch()
     from tunekit_train.evaluate import evaluate_run
 
+    # Only the options given: `evaluate_run` owns every default (tunekit_cli.options).
+    options = given(max_samples=max_samples, max_new_tokens=max_new_tokens)
     if json_output:
-        result = evaluate_run(run_dir, data, max_samples=max_samples, max_new_tokens=max_new_tokens)
+        result = evaluate_run(run_dir, data, **options)  # type: ignore[arg-type]
         print(json.dumps(result))
         return 0
     from rich.console import Console
@@ -52,7 +56,7 @@ def evaluate(
         transient=True,
     ) as bar:
         task = bar.add_task("eval", total=None)
-        result = evaluate_run(run_dir, data, max_samples=max_samples, max_new_tokens=max_new_tokens,
+        result = evaluate_run(run_dir, data, **options,  # type: ignore[arg-type]
                               progress=lambda done, total: bar.update(task, completed=done, total=total))  # fmt: skip
     table = Table(
         show_header=False,

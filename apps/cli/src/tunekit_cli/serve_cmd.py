@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from tunekit_cli.console import out
+from tunekit_cli.options import given
+from tunekit_cli.torch_env import before_torch
 
 if TYPE_CHECKING:
     from tunekit_train.serve.app import Server
@@ -15,13 +17,13 @@ if TYPE_CHECKING:
 
 def serve(
     models: Annotated[list[str], typer.Argument(help="run, checkpoint or export directories or registered models, each PATH, models:/NAME/VERSION or ID=either (default id: the run's directory name, or NAME)")],
-    host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0 exposes the server to the network)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="port (0: a free one, printed at startup)")] = 8080,
-    engine: Annotated[str, typer.Option(help="transformers (CPU or GPU, batched) | vllm (GPU, needs vLLM)")] = "transformers",
+    host: Annotated[str | None, typer.Option(help="address to listen on (0.0.0.0 exposes the server to the network; default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (0: a free one, printed at startup; default 8080)")] = None,
+    engine: Annotated[str | None, typer.Option(help="transformers (CPU or GPU, batched) | vllm (GPU, needs vLLM) (default transformers)")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="TUNEKIT_SERVE_API_KEY", help="require Authorization: Bearer KEY on every call")] = None,
-    max_tokens_limit: Annotated[int, typer.Option(min=1, help="largest maxTokens / max_tokens a request may ask for")] = 4096,
-    max_body_bytes: Annotated[int, typer.Option(min=1024, help="largest request body")] = 4 * 1024 * 1024,
-    max_batch: Annotated[int, typer.Option(min=1, help="requests decoded together")] = 32,
+    max_tokens_limit: Annotated[int | None, typer.Option(help="largest maxTokens / max_tokens a request may ask for (default 4096)")] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(help="largest request body in bytes (default 4194304)")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="requests decoded together (default 32)")] = None,
     device: Annotated[str | None, typer.Option(help="torch device for the transformers engine (default: cuda if available, else cpu)")] = None,
     tracking_uri: Annotated[str | None, typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow server or store of models:/ arguments")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object (address, model ids) once serving")] = False,
@@ -30,30 +32,19 @@ def serve(
 
     LoRA adapters of one base load once and are chosen per request by model id; Ctrl-C stops.
     """
-    from tunekit_cli.train import _before_torch
+    before_torch()
+    from tunekit_train.serve.app import ServeOptions, ServeSettings, prepare, run
 
-    _before_torch()
-    from tunekit_train.serve.app import ServeSettings, prepare, run
-
-    settings = ServeSettings(
-        api_key=api_key, max_tokens_limit=max_tokens_limit, max_body_bytes=max_body_bytes
-    )
-    server, sock = prepare(
-        models,
-        host=host,
-        port=port,
-        engine=engine,
-        settings=settings,
-        max_batch=max_batch,
-        device=device,
-        tracking_uri=tracking_uri,
-    )
+    # Only the options given: `ServeOptions` and `ServeSettings` own every default (tunekit_cli.options).
+    options = ServeOptions(**given(host=host, port=port, engine=engine, max_batch=max_batch, device=device, tracking_uri=tracking_uri))  # type: ignore[arg-type]
+    settings = ServeSettings(**given(api_key=api_key, max_tokens_limit=max_tokens_limit, max_body_bytes=max_body_bytes))  # type: ignore[arg-type]
+    server, sock = prepare(models, options, settings)
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://{bound_host}:{bound_port}"
     if json_output:
-        _print_json(server, url, bound_host, bound_port, engine)
+        _print_json(server, url, bound_host, bound_port, options.engine)
     else:
-        _print_serving(server, url, engine, api_key=api_key is not None)
+        _print_serving(server, url, options.engine, api_key=api_key is not None)
     run(server, sock)
     return 0
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -19,8 +18,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from tunekit_cli import eval_cmd, plan_cmd, runs_cmd, serve_cmd
+from tunekit_cli.options import given
 from tunekit_cli.runner import run_app
+from tunekit_cli.torch_env import before_torch
 from tunekit_data.errors import UsageError
+from tunekit_data.video_sampling import MAX_FPS, MAX_SAMPLED_FRAMES, VideoSampling
 
 if TYPE_CHECKING:
     from tunekit_train.launch import Launch
@@ -39,15 +41,6 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object on
 app.command("runs")(runs_cmd.runs)
 
 
-def _before_torch() -> None:
-    # OpenMP threads spin while waiting for work; on a busy machine (a shared 2-core box, a laptop with
-    # other jobs) that made a tiny model's steps ~10x slower. Passive waiting costs little otherwise.
-    # It must be set before torch loads OpenMP, so the commands call this before importing torch.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    # peft calls a transformers API that warns of its rename at every LoRA run; users can do nothing about it.
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-
-
 @app.command()
 def run(
     recipe: Annotated[Path, typer.Argument(help="recipe YAML (Nova HyperPod keys, Databricks keys)")],
@@ -55,11 +48,11 @@ def run(
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="run directory (default: exp_dir, run.output_s3_path if local, runs/<name>); an s3:// output_s3_path also gets the run uploaded")] = None,
     resume: Annotated[str | None, typer.Option(help="'auto' (continue the run in the output directory) or a run/checkpoint directory")] = None,
     json_output: JsonFlag = False,
-    nproc_per_node: Annotated[int | None, typer.Option("--nproc-per-node", min=1, help="processes on this node: relaunch through torchrun (DDP)")] = None,
-    nnodes: Annotated[int | None, typer.Option(min=1, help="nodes in the job (default: run.replicas with --master-addr, else 1)")] = None,
-    node_rank: Annotated[int, typer.Option(min=0, help="this node's rank in a multi-node job")] = 0,
+    nproc_per_node: Annotated[int | None, typer.Option("--nproc-per-node", help="processes on this node: relaunch through torchrun (DDP)")] = None,
+    nnodes: Annotated[int | None, typer.Option(help="nodes in the job (default: run.replicas with --master-addr, else 1)")] = None,
+    node_rank: Annotated[int | None, typer.Option(help="this node's rank in a multi-node job (default 0)")] = None,
     master_addr: Annotated[str | None, typer.Option(help="address of the node with rank 0 (multi-node jobs)")] = None,
-    master_port: Annotated[int, typer.Option(help="port of the rendezvous on the rank-0 node")] = 29500,
+    master_port: Annotated[int | None, typer.Option(help="port of the rendezvous on the rank-0 node (default 29500)")] = None,
     endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint for s3:// data and output paths (default: $AWS_ENDPOINT_URL, else AWS)")] = None,
     gpu_memory: plan_cmd.GpuMemory = None,
 ) -> int:
@@ -68,7 +61,7 @@ def run(
     With --nproc-per-node, the same command runs on that many processes through torchrun (data-parallel);
     under an external torchrun or SLURM launch (RANK / WORLD_SIZE set) it joins that job.
     """
-    _before_torch()
+    before_torch()
     from tunekit_data.io import set_endpoint
     from tunekit_train.launch import Launch, under_launcher
     from tunekit_train.plan import parse_size
@@ -85,7 +78,9 @@ def run(
         args += [f"--resume={resume}"] if resume is not None else []
         args += ["--json"] if json_output else []
         args += [f"--gpu-memory={gpu_memory}"] if gpu_memory is not None else []
-        return _launch(Launch(nproc_per_node, nnodes, node_rank, master_addr, master_port), loaded.recipe.run.replicas, args)
+        # Only the options given: `Launch` owns every default (tunekit_cli.options).
+        launch = Launch(nproc_per_node, **given(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port))  # type: ignore[arg-type]
+        return _launch(launch, loaded.recipe.run.replicas, args)
     if rank == 0:
         for warning in loaded.warnings:
             err.print(f"[yellow]warning:[/yellow] {warning}")
@@ -136,29 +131,30 @@ def generate(
     model_dir: Annotated[Path, typer.Argument(help="a run directory (its final/ model), checkpoint, model or adapter directory")],
     prompts: Annotated[list[str], typer.Option("--prompt", help="prompt text (repeatable)")],
     tokenizer: Annotated[Path | None, typer.Option(help="tokenizer directory (default: the one saved with the model)")] = None,
-    max_new_tokens: Annotated[int, typer.Option(min=1)] = 100,
-    temperature: Annotated[float, typer.Option(min=0.0)] = 1.0,
-    top_k: Annotated[int, typer.Option(min=0)] = 50,
-    top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.95,
+    max_new_tokens: Annotated[int | None, typer.Option(help="tokens generated per prompt (default 100)")] = None,
+    temperature: Annotated[float | None, typer.Option(help="sampling temperature (default 1.0)")] = None,
+    top_k: Annotated[int | None, typer.Option(help="sample from the K most likely tokens; 0: all (default 50)")] = None,
+    top_p: Annotated[float | None, typer.Option(help="sample from the smallest set of tokens this likely together (default 0.95)")] = None,
     greedy: Annotated[bool, typer.Option(help="pick the most likely token instead of sampling")] = False,
     raw: Annotated[bool, typer.Option(help="feed the prompt as is, without the chat template")] = False,
     system: Annotated[str | None, typer.Option(help="system turn before each prompt (the one the model was trained with)")] = None,
-    seed: int = 0,
+    seed: Annotated[int | None, typer.Option(help="sampling seed (default 0)")] = None,
     image: Annotated[list[str] | None, typer.Option("--image", help="image (local path or s3:// URI) put before each prompt; repeatable; vision-language models")] = None,
     video: Annotated[list[str] | None, typer.Option("--video", help="video (local path or s3:// URI), sampled as ds pack samples it, put after the images; repeatable")] = None,
-    video_fps: Annotated[float, typer.Option(help="with --video: frames sampled per second of video, in (0, 60] (the ds pack value the model trained with)")] = 2.0,
-    video_max_frames: Annotated[int, typer.Option(help="with --video: at most this many frames of a video, in [2, 768]")] = 128,
+    video_fps: Annotated[float, typer.Option(help=f"with --video: frames sampled per second of video, in (0, {MAX_FPS:g}] (the ds pack value the model trained with)")] = VideoSampling.fps,
+    video_max_frames: Annotated[int, typer.Option(help=f"with --video: at most this many frames of a video, in [2, {MAX_SAMPLED_FRAMES}]")] = VideoSampling.max_frames,
     json_output: JsonFlag = False,
 ) -> int:
     """Generate from a trained model (sampling defaults are Databricks' eval_prompts settings)."""
-    _before_torch()
-    from tunekit_data.media import VideoSampling
+    before_torch()
     from tunekit_train.generate import GenerationSettings, load_trained, tokenizer_for
     from tunekit_train.generate import generate as complete
     from tunekit_train.generate import model_dir as find_model
     from tunekit_train.vision import load_image_processor, load_images, load_videos
 
-    settings = GenerationSettings(max_new_tokens, temperature, top_k, top_p, not greedy, seed, raw, system)
+    # Only the options given: `GenerationSettings` owns every default (tunekit_cli.options).
+    sampled = given(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    settings = GenerationSettings(**sampled, do_sample=not greedy, raw=raw, system=system)  # type: ignore[arg-type]
     images = load_images(image or [])
     processor = load_image_processor(tokenizer or find_model(model_dir)) if images or video else None
     if (images or video) and processor is None:
@@ -188,7 +184,7 @@ def export(
     json_output: JsonFlag = False,
 ) -> int:
     """Write a Hugging Face model directory (safetensors); --merge folds LoRA into the base weights."""
-    _before_torch()
+    before_torch()
     from tunekit_train.export import export_model
 
     result = export_model(run_dir, output, merge=merge, tokenizer=tokenizer)

@@ -18,6 +18,13 @@ class UsageError(TunekitError):
     """
 
 
+def at_least(key: str, value: float, low: float) -> None:
+    """Raise UsageError naming ``key`` when ``value`` is below ``low``: a config's lower bound."""
+    if value < low:
+        msg = f"{key} must be at least {low}, got {value}"
+        raise UsageError(msg)
+
+
 class InputError(TunekitError):
     """An input that cannot be read at all (missing file, unknown extension, unreadable archive).
 

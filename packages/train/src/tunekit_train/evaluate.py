@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tunekit_data.errors import InputError
+from tunekit_data.errors import InputError, at_least
 from tunekit_train.generate import (
     GenerationSettings,
     complete_ids,
@@ -122,8 +122,12 @@ def evaluate_run(
     ``progress(done, total)`` is called after each example.
 
     Raises:
+        UsageError: ``max_samples`` or ``max_new_tokens`` below 1.
         InputError: no model at ``run``, or nothing to evaluate in ``data``.
     """
+    greedy = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False)  # the bounds first
+    if max_samples is not None:
+        at_least("--max-samples", max_samples, 1)
     from rouge_score import rouge_scorer
 
     directory = model_dir(run)
@@ -132,7 +136,6 @@ def evaluate_run(
     device = next(model.parameters()).device
     template = trained_template(run, directory)
     scorer = rouge_scorer.RougeScorer(["rougeL"])
-    greedy = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False)
     nll = tokens = correct = exact = 0
     rouge = 0.0
     samples = []

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tunekit_data.errors import InputError
+from tunekit_data.errors import InputError, UsageError, at_least
 from tunekit_train.lora import ADAPTER_CONFIG, is_adapter_dir
 
 # The image processor's settings travel with the tokenizer: a vision-language model's prompts need both.
@@ -39,6 +39,15 @@ class GenerationSettings:
     """Skip the chat template."""
     system: str | None = None
     """System turn put before each prompt (use the one the model was trained with)."""
+
+    def __post_init__(self) -> None:
+        """Raise UsageError naming the option and its allowed range."""
+        at_least("--max-new-tokens", self.max_new_tokens, 1)
+        at_least("--temperature", self.temperature, 0.0)
+        at_least("--top-k", self.top_k, 0)
+        if not 0.0 <= self.top_p <= 1.0:
+            msg = f"--top-p must be between 0 and 1, got {self.top_p}"
+            raise UsageError(msg)
 
 
 def hf_tokenizer(path: Path) -> Any:

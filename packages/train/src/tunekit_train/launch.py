@@ -19,8 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tunekit_data.errors import UsageError, at_least
+
 if TYPE_CHECKING:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+
+MAX_PORT = 65535
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,16 @@ class Launch:
     node_rank: int = 0
     master_addr: str | None = None
     master_port: int = 29500
+
+    def __post_init__(self) -> None:
+        """Raise UsageError naming the option and its allowed range."""
+        at_least("--nproc-per-node", self.nproc_per_node, 1)
+        if self.nnodes is not None:
+            at_least("--nnodes", self.nnodes, 1)
+        at_least("--node-rank", self.node_rank, 0)
+        if not 1 <= self.master_port <= MAX_PORT:
+            msg = f"--master-port must be between 1 and {MAX_PORT}, got {self.master_port}"
+            raise UsageError(msg)
 
     def nodes(self, replicas: int) -> int:
         """The node count: the launcher's, else the recipe's ``run.replicas`` for a multi-node launch."""

@@ -19,13 +19,14 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from tunekit_data.errors import UsageError
+from tunekit_data.errors import UsageError, at_least
 from tunekit_train.serve.auth import authorized
 from tunekit_train.serve.engine import Delta, Engine, Event, Finish, SamplingParams
 from tunekit_train.serve.errors import ApiError
 from tunekit_train.serve.models import ServedModel
 
 log = logging.getLogger("tunekit.serve")
+MAX_PORT = 65535
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,36 @@ class ServeSettings:
     default_max_tokens: int = 512
     """Tokens generated when a request gives no limit (bounded by the model's context)."""
     max_body_bytes: int = 4 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        """Raise UsageError naming the option and its allowed range."""
+        at_least("--max-tokens-limit", self.max_tokens_limit, 1)
+        at_least("--default-max-tokens", self.default_max_tokens, 1)
+        at_least("--max-body-bytes", self.max_body_bytes, 1024)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Where the server listens and the engine that decodes (``train serve``'s options)."""
+
+    host: str = "127.0.0.1"
+    """0.0.0.0 exposes the server to the network."""
+    port: int = 8080
+    """0: a free one."""
+    engine: str = "transformers"
+    max_batch: int = 32
+    """Requests decoded together."""
+    device: str | None = None
+    """The transformers engine's torch device; None: cuda if available, else cpu."""
+    tracking_uri: str | None = None
+    """The MLflow server or store that ``models:/`` arguments name."""
+
+    def __post_init__(self) -> None:
+        """Raise UsageError naming the option and its allowed range."""
+        if not 0 <= self.port <= MAX_PORT:
+            msg = f"--port must be between 0 and {MAX_PORT}, got {self.port}"
+            raise UsageError(msg)
+        at_least("--max-batch", self.max_batch, 1)
 
 
 @dataclass(frozen=True)
@@ -227,18 +258,8 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def prepare(
-    specs: list[str],
-    *,
-    host: str,
-    port: int,
-    engine: str,
-    settings: ServeSettings,
-    max_batch: int = 32,
-    device: str | None = None,
-    tracking_uri: str | None = None,
-) -> tuple[Server, socket.socket]:
-    """Bind the address, then load the models ``specs`` name into ``engine``; `run` serves the result.
+def prepare(specs: list[str], options: ServeOptions, settings: ServeSettings) -> tuple[Server, socket.socket]:
+    """Bind the address, then load the models ``specs`` name into the engine; `run` serves the result.
 
     Raises:
         UsageError, InputError: bad arguments or model directories, or the address cannot be bound.
@@ -246,14 +267,15 @@ def prepare(
     from tunekit_train.serve.engine import make_engine
     from tunekit_train.serve.models import resolve_models
 
-    models = resolve_models(specs, tracking_uri=tracking_uri)
+    models = resolve_models(specs, tracking_uri=options.tracking_uri)
     try:
-        sock = bind(host, port)
+        sock = bind(options.host, options.port)
     except OSError as exc:
-        msg = f"{host}:{port}: cannot listen there: {exc.strerror or exc}"
+        msg = f"{options.host}:{options.port}: cannot listen there: {exc.strerror or exc}"
         raise UsageError(msg) from exc
     try:
-        return Server(models, make_engine(engine, models, max_batch=max_batch, device=device), settings), sock
+        engine = make_engine(options.engine, models, max_batch=options.max_batch, device=options.device)
+        return Server(models, engine, settings), sock
     except BaseException:
         sock.close()
         raise
