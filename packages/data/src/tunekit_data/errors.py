@@ -25,6 +25,13 @@ def at_least(key: str, value: float, low: float) -> None:
         raise UsageError(msg)
 
 
+def between(key: str, value: float, low: float, high: float) -> None:
+    """Raise UsageError naming ``key`` when ``value`` lies outside ``[low, high]``: a config's range."""
+    if not low <= value <= high:
+        msg = f"{key} must be between {low} and {high}, got {value}"
+        raise UsageError(msg)
+
+
 class InputError(TunekitError):
     """An input that cannot be read at all (missing file, unknown extension, unreadable archive).
 

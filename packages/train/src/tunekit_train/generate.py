@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tunekit_data.errors import InputError, UsageError, at_least
+from tunekit_data.errors import InputError, at_least, between
 from tunekit_train.lora import ADAPTER_CONFIG, is_adapter_dir
 
 # The image processor's settings travel with the tokenizer: a vision-language model's prompts need both.
@@ -45,9 +45,7 @@ class GenerationSettings:
         at_least("--max-new-tokens", self.max_new_tokens, 1)
         at_least("--temperature", self.temperature, 0.0)
         at_least("--top-k", self.top_k, 0)
-        if not 0.0 <= self.top_p <= 1.0:
-            msg = f"--top-p must be between 0 and 1, got {self.top_p}"
-            raise UsageError(msg)
+        between("--top-p", self.top_p, 0, 1)
 
 
 def hf_tokenizer(path: Path) -> Any:

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tunekit_data.errors import UsageError, at_least
+from tunekit_data.errors import at_least, between
 
 if TYPE_CHECKING:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 
-MAX_PORT = 65535
+MAX_PORT = 65535  # the largest TCP port
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,7 @@ class Launch:
         if self.nnodes is not None:
             at_least("--nnodes", self.nnodes, 1)
         at_least("--node-rank", self.node_rank, 0)
-        if not 1 <= self.master_port <= MAX_PORT:
-            msg = f"--master-port must be between 1 and {MAX_PORT}, got {self.master_port}"
-            raise UsageError(msg)
+        between("--master-port", self.master_port, 1, MAX_PORT)
 
     def nodes(self, replicas: int) -> int:
         """The node count: the launcher's, else the recipe's ``run.replicas`` for a multi-node launch."""

@@ -32,7 +32,7 @@ from tunekit_data.check.profiles import PLATFORMS, get_profile
 from tunekit_data.check.rules import Problem
 from tunekit_data.check.schema import FORMATS
 from tunekit_data.cores import available_cores
-from tunekit_data.errors import InputError, UsageError
+from tunekit_data.errors import InputError, UsageError, at_least, between
 from tunekit_data.formats import CHECK_SUITES, Options, guess_check_format
 from tunekit_data.io import (
     JSONL_SUFFIXES,
@@ -90,15 +90,12 @@ class CheckConfig:
         if self.platform not in PLATFORMS:
             msg = f"--platform must be one of {', '.join(PLATFORMS)}, got {self.platform!r}"
             raise UsageError(msg)
-        if not 0 <= self.max_invalid_percent <= 100:
-            msg = f"--max-invalid-percent must be between 0 and 100, got {self.max_invalid_percent}"
-            raise UsageError(msg)
+        between("--max-invalid-percent", self.max_invalid_percent, 0, 100)
         if self.dataset_uri is not None and not _DATASET_URI.match(self.dataset_uri):
             msg = f"--dataset-uri must look like s3://bucket/prefix, got {self.dataset_uri!r}"
             raise UsageError(msg)
-        if self.workers is not None and self.workers < 1:
-            msg = f"--workers must be at least 1, got {self.workers}"
-            raise UsageError(msg)
+        if self.workers is not None:
+            at_least("--workers", self.workers, 1)
 
 
 @dataclass

@@ -44,7 +44,7 @@ from tunekit_data.convert.writer import (
     output_kind,
 )
 from tunekit_data.cores import available_cores
-from tunekit_data.errors import UsageError
+from tunekit_data.errors import UsageError, at_least, between
 from tunekit_data.examples import Example, SourceRecord
 from tunekit_data.media import default_cache_dir
 from tunekit_data.parallel import ordered_map
@@ -206,15 +206,10 @@ class ConvertOptions:
                 f"--max-samples must be a positive number of records (or -1 for all), got {self.max_samples}"
             )
             raise UsageError(msg)
-        if self.shard_size < 1:
-            msg = f"--shard-size must be at least 1, got {self.shard_size}"
-            raise UsageError(msg)
-        if not 0 <= self.max_rejects_percent <= 100:
-            msg = f"--max-rejects-percent must be between 0 and 100, got {self.max_rejects_percent}"
-            raise UsageError(msg)
-        if self.workers is not None and self.workers < 1:
-            msg = f"--workers must be at least 1, got {self.workers}"
-            raise UsageError(msg)
+        at_least("--shard-size", self.shard_size, 1)
+        between("--max-rejects-percent", self.max_rejects_percent, 0, 100)
+        if self.workers is not None:
+            at_least("--workers", self.workers, 1)
         output_kind(self.out)
 
     @property

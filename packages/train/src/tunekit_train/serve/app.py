@@ -19,14 +19,14 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from tunekit_data.errors import UsageError, at_least
+from tunekit_data.errors import UsageError, at_least, between
+from tunekit_train.launch import MAX_PORT
 from tunekit_train.serve.auth import authorized
 from tunekit_train.serve.engine import Delta, Engine, Event, Finish, SamplingParams
 from tunekit_train.serve.errors import ApiError
 from tunekit_train.serve.models import ServedModel
 
 log = logging.getLogger("tunekit.serve")
-MAX_PORT = 65535
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,7 @@ class ServeOptions:
 
     def __post_init__(self) -> None:
         """Raise UsageError naming the option and its allowed range."""
-        if not 0 <= self.port <= MAX_PORT:
-            msg = f"--port must be between 0 and {MAX_PORT}, got {self.port}"
-            raise UsageError(msg)
+        between("--port", self.port, 0, MAX_PORT)
         at_least("--max-batch", self.max_batch, 1)
 
 
