@@ -20,7 +20,7 @@ from typing import Any
 
 import typer
 
-from tunekit_cli.runner import run_app
+from tunekit_cli.runner import new_app, run_app
 
 # Each verb, the function that runs it and the summary `ds --help` lists it with. The function is
 # imported only when the app is built with it: typer reads every option of every command it builds
@@ -57,14 +57,14 @@ def _group() -> None:
 
 
 def make_app(argv: list[str]) -> typer.Typer:
-    """The `ds` app for ``argv``: its verb alone when ``argv`` starts with one (what that verb's
-    usage, help and errors show is the same), else every verb (`ds --help`, a mistyped verb)."""
-    app = typer.Typer(
-        name="ds",
-        help="Check, convert and pack fine-tuning datasets (Converse SFT, Nova DPO, chat, preference, text).",
-        no_args_is_help=True,
-        add_completion=False,
-        pretty_exceptions_enable=False,
+    """The `ds` app for ``argv``.
+
+    Its verb alone when ``argv`` starts with one (what that verb's usage, help and errors show is the
+    same), else every verb (`ds --help`, a mistyped verb).
+    """
+    app = new_app(
+        "ds",
+        "Check, convert and pack fine-tuning datasets (Converse SFT, Nova DPO, chat, preference, text).",
         # Plain help, as click formats it: typer's rich help panels import rich.markdown and
         # markdown_it (~0.2 s measured), which would double `ds --help`'s start-up.
         rich_markup_mode=None,
@@ -85,9 +85,12 @@ _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def _listed(name: str) -> Callable[[typer.Context], int]:
-    """The stand-in for verb ``name`` in the app of every verb: it is listed by `ds --help` and
-    suggested for a mistyped verb, and run only when an argv reaches it that ``make_app`` did not
-    read as that verb's (``ds -- check FILE``): it runs the verb on its arguments."""
+    """The stand-in for verb ``name`` in the app of every verb.
+
+    It is listed by `ds --help` and suggested for a mistyped verb, and run only when an argv reaches it
+    that ``make_app`` did not read as that verb's (``ds -- check FILE``): it runs the verb on its
+    arguments.
+    """
 
     def run(ctx: typer.Context) -> int:
         return main([name, *ctx.args])
@@ -96,8 +99,10 @@ def _listed(name: str) -> Callable[[typer.Context], int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `ds` on ``argv`` (default: the command line) and return the exit code (what tests and
-    other programs call)."""
+    """Run `ds` on ``argv`` (default: the command line) and return the exit code.
+
+    This is what tests and other programs call.
+    """
     args = sys.argv[1:] if argv is None else argv
     return run_app(make_app(args), args, "ds")
 

@@ -14,6 +14,22 @@ from tunekit_cli.console import stderr
 from tunekit_data.errors import ConfigError, DataError, TunekitError
 
 
+def new_app(name: str, help_text: str, **settings: object) -> typer.Typer:
+    """A typer app as `ds` and `train` build theirs; ``settings`` go on to `typer.Typer`.
+
+    It shows help when run bare, offers no shell completion, and prints no pretty tracebacks:
+    `run_app` prints tunekit's errors itself.
+    """
+    return typer.Typer(
+        name=name,
+        help=help_text,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        **settings,  # type: ignore[arg-type]
+    )
+
+
 def run_app(app: typer.Typer, argv: list[str] | None, prog_name: str) -> int:
     """Run ``app`` on ``argv`` and return its exit code; never lets a user error escape as a traceback."""
     try:

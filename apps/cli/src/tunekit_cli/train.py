@@ -19,7 +19,7 @@ from rich.table import Table
 
 from tunekit_cli import eval_cmd, plan_cmd, runs_cmd, serve_cmd
 from tunekit_cli.options import given
-from tunekit_cli.runner import run_app
+from tunekit_cli.runner import new_app, run_app
 from tunekit_cli.torch_env import before_torch
 from tunekit_data.errors import UsageError
 from tunekit_data.video_sampling import MAX_FPS, MAX_SAMPLED_FRAMES, VideoSampling
@@ -27,13 +27,7 @@ from tunekit_data.video_sampling import MAX_FPS, MAX_SAMPLED_FRAMES, VideoSampli
 if TYPE_CHECKING:
     from tunekit_train.launch import Launch
 
-app = typer.Typer(
-    name="train",
-    help="Fine-tune open models from Nova-style recipes: run, plan, status, generate, export.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = new_app("train", "Fine-tune open models from Nova-style recipes: run, plan, status, generate, export.")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 

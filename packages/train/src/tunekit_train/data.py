@@ -312,7 +312,7 @@ batch for DPO (anything with ``n_tokens``, ``n_targets`` and ``to(device)``)."""
 
 
 class _MicroBatches(torch.utils.data.Dataset):
-    def __init__(self, rows: PackedRows, index_lists: list[np.ndarray], flatten: bool, build: Collate) -> None:
+    def __init__(self, rows: PackedRows, index_lists: list[np.ndarray], *, flatten: bool, build: Collate) -> None:
         self.rows, self.index_lists, self.flatten, self.build = rows, index_lists, flatten, build
 
     def __len__(self) -> int:
@@ -370,7 +370,7 @@ class BatchStream:
         return self.rows
 
     def _loader(self, index_lists: list[np.ndarray], rows: PackedRows | None = None) -> Iterator[Batch]:
-        dataset = _MicroBatches(rows if rows is not None else self.rows, index_lists, self.flatten, self.build)
+        dataset = _MicroBatches(rows if rows is not None else self.rows, index_lists, flatten=self.flatten, build=self.build)
         if self.workers == 0:
             return (dataset[i] for i in range(len(dataset)))
         loader = torch.utils.data.DataLoader(

@@ -203,7 +203,7 @@ def is_sharded(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def gathered_state_dict(model: nn.Module, lora: bool) -> dict[str, torch.Tensor] | None:
+def gathered_state_dict(model: nn.Module, *, lora: bool) -> dict[str, torch.Tensor] | None:
     """The full trained state of a sharded model, on rank 0's CPU (None on the others); every rank must call.
 
     With ``lora`` only the trainable (adapter) tensors are gathered: the frozen base is what was loaded.
@@ -213,7 +213,7 @@ def gathered_state_dict(model: nn.Module, lora: bool) -> dict[str, torch.Tensor]
     return state if dist.get_rank() == 0 else None
 
 
-def sync_gradients(model: nn.Module, last: bool) -> contextlib.AbstractContextManager:
+def sync_gradients(model: nn.Module, *, last: bool) -> contextlib.AbstractContextManager:
     """Reduce gradients over ranks only on the step's last micro-batch (DDP's ``no_sync``, FSDP's switch)."""
     if isinstance(model, FSDPModule):
         model.set_requires_gradient_sync(last)

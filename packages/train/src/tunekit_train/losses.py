@@ -1,6 +1,8 @@
-"""Losses: each returns the SUM over its units (trained tokens for SFT/CPT, pairs for DPO) so the loop can
-normalise by the units of the whole optimizer step, across micro-batches and data-parallel ranks, and
-the sums of its metrics over the same units (empty for SFT/CPT; DPO's rewards and log-probs).
+"""Losses, each a SUM over its units (trained tokens for SFT/CPT, pairs for DPO).
+
+Each returns that sum, so the loop can normalise by the units of the whole optimizer step, across
+micro-batches and data-parallel ranks, and the sums of its metrics over the same units (empty for
+SFT/CPT; DPO's rewards and log-probs).
 
 Averaging per micro-batch and then over micro-batches weights a token in a short micro-batch more than a
 token in a long one, so gradient accumulation would not equal the big batch (huggingface/trl#2175). Here
@@ -30,10 +32,9 @@ DEFAULT_CHUNK = 4096
 
 
 def trained_hidden(model: nn.Module, batch: Batch, backend: Backend) -> tuple[torch.Tensor, nn.Module, torch.Tensor]:
-    """Final hidden states ``[n, hidden]`` at the n positions that predict a trained token, the output head,
-    and those n tokens.
+    """The hidden states that predict trained tokens, the output head, and those tokens.
 
-    Labels are aligned with ``input_ids`` (position t predicts label t+1). Only those positions are kept
+    The hidden states are ``[n, hidden]``, at the n positions that predict a trained token. Labels are aligned with ``input_ids`` (position t predicts label t+1). Only those positions are kept
     (``logits_to_keep``), which skips the prompt tokens. The model's own head call is handed zero rows (a
     pre-hook captures its input), so the ``[n, vocab]`` logits are never built here: `token_losses` projects
     the hidden states chunk by chunk. The call still goes through the top module, so DDP and FSDP hooks
@@ -46,8 +47,11 @@ def trained_hidden(model: nn.Module, batch: Batch, backend: Backend) -> tuple[to
 
 
 def head_inputs(model: nn.Module, inputs: dict[str, Any], keep: torch.Tensor) -> tuple[torch.Tensor, nn.Module]:
-    """The final hidden states ``[n, hidden]`` at the ``keep`` positions (``[batch, L]`` bool) of a forward
-    with ``inputs``, and the output head, without computing any logits (see `trained_hidden`)."""
+    """The final hidden states at ``keep`` of a forward with ``inputs``, and the output head.
+
+    ``keep`` is ``[batch, L]`` bool; the states come back as ``[n, hidden]``, without computing any
+    logits (see `trained_hidden`).
+    """
     head = output_head(model)
     captured: dict[str, torch.Tensor] = {}
 
@@ -120,8 +124,10 @@ def _liger() -> Any:
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
-    """``sum(cross_entropy(hidden @ weight.T + bias, targets))`` with its gradients computed chunk by chunk
-    in forward, so that neither pass holds more than one chunk's logits.
+    """``sum(cross_entropy(hidden @ weight.T + bias, targets))``, with gradients computed in forward.
+
+    The gradients are computed chunk by chunk in forward, so that neither pass holds more than one
+    chunk's logits.
 
     Written by hand because the gradient of a summed loss is known up to the incoming scalar: each chunk's
     softmax gives ``d logits = softmax - one_hot`` at once, turned into the hidden-state and weight

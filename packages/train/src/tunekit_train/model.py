@@ -64,8 +64,9 @@ def model_class(path: Path) -> Any:
 
 
 def load_model(path: str | Path, *, backend: Backend, seed: int) -> tuple[nn.Module, bool]:
-    """Load the causal LM (or vision-language model: ``AutoModelForImageTextToText``) in ``path`` in
-    float32; returns the model and whether it was randomly initialised.
+    """Load the causal LM in ``path`` in float32; the model and whether it was randomly initialised.
+
+    A vision-language model loads as ``AutoModelForImageTextToText``.
 
     Raises:
         InputError: ``path`` is not a model directory.
@@ -109,7 +110,7 @@ def freeze_vision(model: nn.Module, *, encoder: bool, projector: bool) -> int:
     vision, merger = vision_parameters(model)
     frozen = (vision if encoder else []) + (merger if projector else [])
     for param in frozen:
-        param.requires_grad_(False)
+        param.requires_grad_(requires_grad=False)
     return sum(p.numel() for p in frozen)
 
 
@@ -168,8 +169,10 @@ def _input_dropout(p: float) -> Any:
 def prepare_model(
     model: nn.Module, config: TrainingConfig, *, checkpointing: bool, device: torch.device
 ) -> list[tuple[str, str]]:
-    """Apply the recipe's memory and speed settings to a built model (after LoRA and dropouts, before
-    sharding): bf16 storage (``precision``), per-layer activation checkpointing, ``compile``.
+    """Apply the recipe's memory and speed settings to a built model.
+
+    It runs after LoRA and dropouts, before sharding: bf16 storage (``precision``), per-layer activation
+    checkpointing, ``compile``.
 
     Returns ``(event type, message)`` pairs for the run's events: ``warning`` or ``model``.
     """

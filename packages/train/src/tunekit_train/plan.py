@@ -1,5 +1,7 @@
-"""The memory plan of a run (``train plan``, and the check ``train run`` makes first): bytes per device,
-estimated from the recipe and the model's ``config.json`` alone, before any weight is loaded.
+"""The memory plan of a run (``train plan``, and the check ``train run`` makes first).
+
+Bytes per device, estimated from the recipe and the model's ``config.json`` alone, before any weight
+is loaded.
 
 Parameters are counted on a model built on the meta device (no memory), with LoRA adapters added as
 the recipe says. The terms, per device (FSDP divides weights, gradients and optimizer state by the
@@ -32,10 +34,13 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunekit_data.errors import ConfigError, InputError
 from tunekit_train.recipe import LoadedRecipe, TrainingConfig
+
+if TYPE_CHECKING:  # torch is imported inside the functions: `train plan --help` stays fast
+    import torch
 
 CUDA_RESERVE = 0.10
 """Share of a GPU's memory kept free for the CUDA context and allocator fragmentation."""
@@ -168,37 +173,15 @@ def make_plan(
     """The plan of ``config`` on ``shape``; ``checkpointing`` None decides ``auto`` (on when needed to fit)."""
     import torch
 
-    from tunekit_train.precision import resolve_precision, weight_bytes
+    from tunekit_train.precision import resolve_precision
 
     dev = torch.device(device)
     precision = resolve_precision(config.precision, dev)
-    lora = config.model.lora is not None
     fsdp = config.fsdp and processes > 1
-    shard = processes if fsdp else 1
-    frozen = shape.params - shape.trainable
-    trained_bytes = weight_bytes(config.precision, dev, trainable=True, lora=lora)
-    frozen_bytes = weight_bytes(config.precision, dev, trainable=False, lora=lora)
-    act_bytes = 4 if precision == "fp32" else 2
-    norm_bytes = 2 if precision == "bf16" else 4
     tokens = config.micro_batch_size * config.max_length
-    terms: dict[str, int] = {
-        "weights": (shape.trainable * trained_bytes + frozen * frozen_bytes) // shard,
-        "gradients": shape.trainable * trained_bytes // shard * (2 if processes > 1 and not fsdp else 1),
-        "optimizer_state": 2 * shape.trainable * trained_bytes // shard,
-    }
-    if config.method == "dpo" and not lora and not config.model.dpo_cfg.precompute_ref:  # type: ignore[union-attr]
-        terms["reference_weights"] = shape.params * frozen_bytes
-    per_layer = _saved_per_token(shape, act_bytes, norm_bytes) * tokens
-    outside = tokens * shape.hidden * (act_bytes + 2 * norm_bytes + 2 * 4)  # embeddings, final norm, gradient in flight
-    without = shape.layers * per_layer + outside
-    # Checkpointed: the layer inputs, and in backward one layer's recomputed tensors with the gradients
-    # computed from them (measured on CPU: about twice the layer's saved set at the peak).
-    with_ckpt = shape.layers * tokens * shape.hidden * norm_bytes + 2 * per_layer + outside
-    if attention in ("sdpa", "eager"):  # `tunekit_train.attention`: bool on CUDA SDPA, additive float otherwise
-        float_mask = attention == "eager" or dev.type == "cpu"
-        terms["attention_mask"] = config.micro_batch_size * config.max_length**2 * (frozen_bytes if float_mask else 1)
-    chunk = min(config.loss_chunk_tokens, tokens)
-    terms["loss_buffers"] = 3 * chunk * shape.vocab * 4 + shape.vocab * shape.hidden * 4
+    terms = _state_terms(config, shape, dev, processes=processes, fsdp=fsdp)
+    without, with_ckpt = _activations(shape, tokens, precision)
+    terms.update(_buffer_terms(config, shape, dev, tokens, attention))
     usable = None if budget is None else int(budget * (1 - CUDA_RESERVE if dev.type == "cuda" else 1))
     notes: list[str] = []
     if checkpointing is None:  # auto: on only when the run does not fit without it
@@ -226,6 +209,57 @@ def make_plan(
         fits=None if usable is None else total <= usable,
         notes=notes,
     )
+
+
+def _state_terms(
+    config: TrainingConfig, shape: ModelShape, dev: torch.device, *, processes: int, fsdp: bool
+) -> dict[str, int]:
+    """Weights, gradients, optimizer state (and a DPO reference copy), in bytes per device."""
+    from tunekit_train.precision import weight_bytes
+
+    lora = config.model.lora is not None
+    shard = processes if fsdp else 1
+    frozen = shape.params - shape.trainable
+    trained_bytes = weight_bytes(config.precision, dev, trainable=True, lora=lora)
+    frozen_bytes = weight_bytes(config.precision, dev, trainable=False, lora=lora)
+    terms: dict[str, int] = {
+        "weights": (shape.trainable * trained_bytes + frozen * frozen_bytes) // shard,
+        "gradients": shape.trainable * trained_bytes // shard * (2 if processes > 1 and not fsdp else 1),
+        "optimizer_state": 2 * shape.trainable * trained_bytes // shard,
+    }
+    if config.method == "dpo" and not lora and not config.model.dpo_cfg.precompute_ref:  # type: ignore[union-attr]
+        terms["reference_weights"] = shape.params * frozen_bytes
+    return terms
+
+
+def _activations(shape: ModelShape, tokens: int, precision: str) -> tuple[int, int]:
+    """Activation bytes of one micro-batch of ``tokens``: without and with per-layer checkpointing."""
+    act_bytes = 4 if precision == "fp32" else 2
+    norm_bytes = 2 if precision == "bf16" else 4
+    per_layer = _saved_per_token(shape, act_bytes, norm_bytes) * tokens
+    outside = tokens * shape.hidden * (act_bytes + 2 * norm_bytes + 2 * 4)  # embeddings, final norm, gradient in flight
+    without = shape.layers * per_layer + outside
+    # Checkpointed: the layer inputs, and in backward one layer's recomputed tensors with the gradients
+    # computed from them (measured on CPU: about twice the layer's saved set at the peak).
+    with_ckpt = shape.layers * tokens * shape.hidden * norm_bytes + 2 * per_layer + outside
+    return without, with_ckpt
+
+
+def _buffer_terms(
+    config: TrainingConfig, shape: ModelShape, dev: torch.device, tokens: int, attention: str
+) -> dict[str, int]:
+    """The attention mask (padded attention only) and the chunked loss's buffers, in bytes."""
+    from tunekit_train.precision import weight_bytes
+
+    terms: dict[str, int] = {}
+    if attention in ("sdpa", "eager"):  # `tunekit_train.attention`: bool on CUDA SDPA, additive float otherwise
+        float_mask = attention == "eager" or dev.type == "cpu"
+        lora = config.model.lora is not None
+        mask_bytes = weight_bytes(config.precision, dev, trainable=False, lora=lora) if float_mask else 1
+        terms["attention_mask"] = config.micro_batch_size * config.max_length**2 * mask_bytes
+    chunk = min(config.loss_chunk_tokens, tokens)
+    terms["loss_buffers"] = 3 * chunk * shape.vocab * 4 + shape.vocab * shape.hidden * 4
+    return terms
 
 
 def remedy(plan: Plan, config: TrainingConfig) -> str:

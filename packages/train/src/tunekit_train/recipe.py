@@ -52,6 +52,8 @@ class _Section(BaseModel):
 
 
 class RunSection(_Section):
+    """``run``: the job's name, model and data paths, and the Nova service's sizing keys."""
+
     name: str = "tunekit-run"
     """Descriptive name of the job; the default output directory is ``runs/<name>``."""
     model_type: str | None = None
@@ -101,6 +103,8 @@ Monitor = Literal[
 
 
 class CheckpointParams(_Section):
+    """``training_config.exp_manager.checkpoint_callback_params``: how many checkpoints to keep, ranked by what."""
+
     monitor: Literal["step", Monitor] = "step"
     """Metric that ranks checkpoints for ``save_top_k``."""
     save_top_k: int = Field(1, ge=-1)
@@ -114,6 +118,8 @@ class CheckpointParams(_Section):
 
 
 class EarlyStoppingParams(_Section):
+    """``training_config.exp_manager.early_stopping_callback_params``: stop when a validation metric stops improving."""
+
     monitor: Monitor = "val_loss"
     """Metric checked at each validation."""
     min_delta: float = Field(0.0, ge=0)
@@ -125,6 +131,8 @@ class EarlyStoppingParams(_Section):
 
 
 class ExpManager(_Section):
+    """``training_config.exp_manager``: where the run writes, checkpoints and trackers."""
+
     exp_dir: str | None = None
     """Run directory; takes precedence over ``run.output_s3_path``."""
     create_wandb_logger: bool = False
@@ -145,6 +153,8 @@ class ExpManager(_Section):
 
 
 class Trainer(_Section):
+    """``training_config.trainer``: how long to train, and how often to validate and log."""
+
     max_epochs: int = -1
     """Passes over the training data (-1: no epoch limit). With no limit at all the run does one epoch."""
     max_steps: int = -1
@@ -184,6 +194,8 @@ class Trainer(_Section):
 
 
 class Sched(_Section):
+    """``training_config.model.optim.sched``: the learning-rate schedule."""
+
     name: Literal["CosineAnnealing"] = "CosineAnnealing"
     """NeMo's CosineAnnealing: linear warmup, cosine decay to ``min_lr``, then ``constant_steps`` at ``min_lr``."""
     warmup_steps: int = Field(0, ge=0)
@@ -195,6 +207,8 @@ class Sched(_Section):
 
 
 class Optim(_Section):
+    """``training_config.model.optim``: the optimizer and its schedule."""
+
     lr: float = Field(1e-5, gt=0)
     """Peak learning rate."""
     name: Literal["distributed_fused_adam", "adamw"] = "distributed_fused_adam"
@@ -219,6 +233,8 @@ class Optim(_Section):
 
 
 class LoraTuning(_Section):
+    """``training_config.model.peft.lora_tuning``: LoRA's rank, scaling, dropout and target modules."""
+
     alpha: float = Field(32, gt=0)
     """LoRA scaling numerator: the update is scaled by ``alpha / adapter_dim``."""
     adapter_dim: int = Field(32, ge=1)
@@ -232,12 +248,16 @@ class LoraTuning(_Section):
 
 
 class Peft(_Section):
+    """``training_config.model.peft``: full-rank training or LoRA."""
+
     peft_scheme: Annotated[Literal["lora"] | None, BeforeValidator(_lower)] = None
     """``lora`` for LoRA fine-tuning, null for full-rank training."""
     lora_tuning: LoraTuning | None = None
 
 
 class DpoCfg(_Section):
+    """``training_config.model.dpo_cfg``: the preference loss, its strength, and how the reference is scored."""
+
     beta: float = Field(0.1, gt=0)
     """Strength of the preference objective (DPO beta): larger keeps the model closer to the reference,
     smaller learns the preferences faster (Nova's range: 0.001 to 0.5)."""
@@ -262,12 +282,16 @@ class DpoCfg(_Section):
 
 
 class Freeze(_Section):
+    """One multimodal component (``llm``, ``image_projector``, ...): whether it trains."""
+
     freeze: bool = False
     require_newline: bool | None = None
     """Multimodal knob; no effect on text-only models."""
 
 
 class MmCfg(_Section):
+    """``training_config.model.mm_cfg``: which multimodal components train, and how media is sampled."""
+
     llm: Freeze = Freeze()
     """``freeze: true`` freezes the language model (only adapters train)."""
     image_projector: Freeze = Freeze()
@@ -284,6 +308,8 @@ class MmCfg(_Section):
 
 
 class LoaderArgs(_Section):
+    """``training_config.model.training_validation.loader.args``: the data loader's workers and prefetch."""
+
     data_loader_workers: int = Field(0, ge=0)
     """Worker processes that collate batches (0: in the training process)."""
     prefetch_factor: int = Field(2, ge=1)
@@ -291,24 +317,34 @@ class LoaderArgs(_Section):
 
 
 class Loader(_Section):
+    """``training_config.model.training_validation.loader``."""
+
     args: LoaderArgs = LoaderArgs()
 
 
 class CollatorArgs(_Section):
+    """``training_config.model.training_validation.collator.args``: multimodal collation knobs."""
+
     force_image_at_turn_beginning: bool = False
     """Multimodal knob; no effect on text-only models."""
 
 
 class Collator(_Section):
+    """``training_config.model.training_validation.collator``."""
+
     args: CollatorArgs = CollatorArgs()
 
 
 class TrainingValidation(_Section):
+    """``training_config.model.training_validation``: the data loader and collator."""
+
     loader: Loader = Loader()
     collator: Collator = Collator()
 
 
 class ModelSection(_Section):
+    """``training_config.model``: dropout, optimizer, PEFT, DPO and multimodal settings."""
+
     hidden_dropout: float = Field(0.0, ge=0, lt=1)
     """Dropout on the attention and MLP outputs before each residual add."""
     attention_dropout: float = Field(0.0, ge=0, lt=1)
@@ -366,6 +402,8 @@ _DURATION = re.compile(r"^(\d+)(ep|tok)$")
 
 
 class TrainingConfig(_Section):
+    """``training_config``: context length, batch size, seed and the sections below it."""
+
     max_length: int = Field(2048, ge=8)
     """Tokens per packed row (the context window trained)."""
     global_batch_size: int = Field(64, ge=1)
@@ -489,6 +527,8 @@ class TrainingConfig(_Section):
 
 
 class Recipe(_Section):
+    """A whole recipe: ``run`` and ``training_config``, as in the Nova pages (see the module docstring)."""
+
     run: RunSection
     training_config: TrainingConfig = TrainingConfig()
 

@@ -84,7 +84,7 @@ class FrozenCopy:
     """A frozen copy of the starting model, for full-rank DPO without precomputed log-probs."""
 
     def __init__(self, model: nn.Module, *, chunk: int = DEFAULT_CHUNK) -> None:
-        self.model, self.chunk = copy.deepcopy(model).eval().requires_grad_(False), chunk
+        self.model, self.chunk = copy.deepcopy(model).eval().requires_grad_(requires_grad=False), chunk
 
     def __call__(self, policy: nn.Module, batch: PairBatch, backend: Backend) -> torch.Tensor:
         """The batch's reference log-probs from the frozen copy."""

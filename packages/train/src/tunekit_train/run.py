@@ -198,7 +198,7 @@ def _setup_data(place: Place) -> Data:
     distributed.check_batches(place.loaded.source, len(train), config.global_batch_size, config.micro_batch_size, world)
     stream = _stream(config, train, place.backend, world)
     val_stream = _val_stream(config, validation, place.backend)
-    return Data(train, validation, stream, val_stream, _schedule(config, stream, validation is not None))
+    return Data(train, validation, stream, val_stream, _schedule(config, stream, has_val=validation is not None))
 
 
 def _setup_model(place: Place, data: Data) -> Model:
@@ -342,7 +342,7 @@ def _finish(
         log.update_state(state="stopped")
         return
     # FSDP: every rank takes part in gathering the full weights that rank 0 writes.
-    full = distributed.gathered_state_dict(trained, is_lora(model.module)) if distributed.is_sharded(trained) else None
+    full = distributed.gathered_state_dict(trained, lora=is_lora(model.module)) if distributed.is_sharded(trained) else None
     if not place.world.is_main:
         return
     final = _write_final(model.module, place.paths, place.run_dir, full)
@@ -548,7 +548,7 @@ def _collate(config: TrainingConfig, rows: PackedRows) -> Any:
     return batch_builder(rows.manifest, pairs=config.method == "dpo")
 
 
-def _schedule(config: TrainingConfig, stream: BatchStream, has_val: bool) -> Schedule:
+def _schedule(config: TrainingConfig, stream: BatchStream, *, has_val: bool) -> Schedule:
     trainer, per_epoch = config.trainer, stream.steps_per_epoch
     limits = [trainer.max_steps] if trainer.max_steps > 0 else []
     if trainer.max_epochs > 0:

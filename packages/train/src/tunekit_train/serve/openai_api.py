@@ -145,7 +145,7 @@ async def chat_completions(request: Request) -> dict[str, object] | StreamingRes
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": body.model}
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
-        return StreamingResponse(_chunks(events, head, usage), media_type="text/event-stream")
+        return StreamingResponse(_chunks(events, head, include_usage=usage), media_type="text/event-stream")
     text, finish = await complete(events)
     choice = {
         "index": 0,
@@ -157,7 +157,7 @@ async def chat_completions(request: Request) -> dict[str, object] | StreamingRes
 
 
 async def _chunks(
-    events: AsyncIterator[Event], head: dict[str, object], include_usage: bool
+    events: AsyncIterator[Event], head: dict[str, object], *, include_usage: bool
 ) -> AsyncIterator[str]:
     def chunk(delta: dict[str, str], finish_reason: str | None = None, **extra: object) -> str:
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
