@@ -30,7 +30,7 @@ from tunekit_data.cores import available_cores
 from tunekit_data.errors import DataError, InputError, UsageError
 from tunekit_data.examples import Example, SourceRecord
 from tunekit_data.formats import FORMAT_ALIASES
-from tunekit_data.io import is_s3, storage
+from tunekit_data.io import is_s3, publish_dir, storage
 from tunekit_data.media import MediaCache, VideoSampling, default_cache_dir
 from tunekit_data.media.images import MAX_PIXELS
 from tunekit_tokenize.cache import cache_key, cached_pack, describe_source
@@ -52,7 +52,7 @@ from tunekit_tokenize.tokenizer import TokenizerBundle, load_tokenizer
 from tunekit_tokenize.truncation import TRUNCATION_POLICIES, Truncation
 from tunekit_tokenize.vision import MediaInputs, VisionProcessor, load_processor
 from tunekit_tokenize.workers import BATCH_SIZE, Batch, BatchResult, EncodeJob, encode_batches
-from tunekit_tokenize.writer import MediaColumns, publish, staging_dir, write_json, write_shards
+from tunekit_tokenize.writer import MediaColumns, check_output_dir, write_json, write_shards
 
 Progress = Callable[[str, int, int | None], None]
 """Progress callback: ``(stage, done, total)``; stages ``hash`` (bytes), ``tokenize`` (records),
@@ -234,12 +234,9 @@ def _pack_local(
         if reused := cached_pack(out, key):
             return PackResult(out, cached=True, manifest=reused.manifest, stats=reused.stats, seconds={"hash": round(time.perf_counter() - started, 3)})
         provenance = _Provenance(described, provenance.reader_options, key)
-    staging = staging_dir(out)
-    try:
+    check_output_dir(out)
+    with publish_dir(out) as staging:
         return _build(examples, job, chat_template, options, engine, out, staging, provenance, notify, rejects)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
 
 
 def pack_files(paths: Sequence[str], *, fmt: str = "auto", **options: object) -> PackResult:
@@ -365,7 +362,6 @@ def _build(
     )
     write_json(staging / STATS_FILE, stats)
     write_json(staging / MANIFEST_FILE, manifest)
-    publish(staging, out)
     seconds["write"] = time.perf_counter() - clock
     return PackResult(out, cached=False, manifest=manifest, stats=stats, seconds={k: round(v, 3) for k, v in seconds.items()})
 

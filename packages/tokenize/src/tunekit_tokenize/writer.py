@@ -1,4 +1,4 @@
-"""Assemble packed bins into Parquet shards, and publish the output directory atomically.
+"""Assemble packed bins into Parquet shards, and check where the output directory may go.
 
 Rows are built a shard at a time with vectorised numpy (labels, position ids, list offsets), so memory
 is bounded by one shard (``SHARD_TOKENS`` tokens, ~20 bytes each while building) whatever the dataset
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,8 +168,8 @@ def _arrow(values: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
 
 
-def staging_dir(out_dir: Path) -> Path:
-    """A fresh sibling directory to build ``out_dir`` in (same filesystem, so `publish` can rename).
+def check_output_dir(out_dir: Path) -> None:
+    """Check that ``ds pack`` may publish to ``out_dir``: it is missing, empty or a previous ``ds pack`` output.
 
     Raises:
         UsageError: ``out_dir`` exists, is not empty and is not a previous `ds pack` output.
@@ -179,28 +177,9 @@ def staging_dir(out_dir: Path) -> Path:
     if out_dir.exists() and not (out_dir.is_dir() and (is_packed_dir(out_dir) or not any(out_dir.iterdir()))):
         msg = f"{out_dir}: exists and is not a packed dataset; choose another -o directory or remove it"
         raise UsageError(msg)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
-    staging.mkdir()
-    return staging
 
 
 def write_json(path: Path, payload: dict) -> None:
     """Write ``payload`` as indented JSON (stable key order, so equal runs give equal bytes)."""
     path.write_text(json.dumps(payload, indent=2, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8")
-
-
-def publish(staging: Path, out_dir: Path) -> None:
-    """Replace ``out_dir`` with the completed ``staging`` directory.
-
-    Readers see either the old complete directory or the new one: the old one is first renamed
-    aside, then the new one renamed into place, then the old one deleted.
-    """
-    aside = None
-    if out_dir.exists():
-        aside = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:12]}"
-        out_dir.rename(aside)
-    staging.rename(out_dir)
-    if aside is not None:
-        shutil.rmtree(aside)
 

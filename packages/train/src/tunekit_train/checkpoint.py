@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from tunekit_data.errors import InputError
+from tunekit_data.io import replace_dir, stage_dir
 from tunekit_train.distributed import SINGLE_PROCESS, World, is_sharded
 from tunekit_train.lora import ADAPTER_WEIGHTS, is_lora
 
@@ -86,11 +87,10 @@ class Checkpointer:
         """
         main = self.world.is_main
         final = self.root / f"step-{state['step']:06d}"
+        # Not a fresh staging name: in a sharded save every rank writes into this one directory.
         tmp = self.root / f".tmp-{final.name}"
         if main:
-            self.root.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
+            stage_dir(final, name=tmp.name)
         if self.sharded:
             self.world.barrier()  # the directory exists before any rank writes into it
             # dcp.save returns on rank 0 only after every rank has written its shard.
@@ -104,8 +104,9 @@ class Checkpointer:
         torch.save(_rng_state(), tmp / "rng.pt")
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
         _fsync_tree(tmp)
-        shutil.rmtree(final, ignore_errors=True)  # the same step saved again after a resume
-        tmp.rename(final)
+        replace_dir(tmp, final)  # replaces the same step saved again after a resume
+        # publish_file and publish_dir write files and directories, not links: a new link renamed
+        # over the old one (os.replace) is the atomic swap for a symlink.
         link = self.root / ".last.tmp"
         link.unlink(missing_ok=True)
         link.symlink_to(final.name)

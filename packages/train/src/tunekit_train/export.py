@@ -8,11 +8,11 @@ files go along. The directory is assembled next to the target and renamed into p
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 from tunekit_data.errors import UsageError
+from tunekit_data.io import publish_dir
 from tunekit_train.checkpoint import save_weights
 from tunekit_train.generate import copy_tokenizer, load_trained, model_dir
 from tunekit_train.lora import is_adapter_dir
@@ -34,16 +34,11 @@ def export_model(source: Path, out: Path, *, merge: bool = False, tokenizer: Pat
         msg = f"{directory}: a full-rank model has no adapter to merge; export without --merge"
         raise UsageError(msg)
     model = load_trained(directory)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    if merge:
-        model.merge_and_unload().save_pretrained(tmp)
-    else:
-        save_weights(model, tmp)
-    copy_tokenizer(tokenizer or directory, tmp)
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
+    with publish_dir(out) as staging:
+        if merge:
+            model.merge_and_unload().save_pretrained(staging)
+        else:
+            save_weights(model, staging)
+        copy_tokenizer(tokenizer or directory, staging)
     kind = "merged model" if merge else ("adapter" if adapter else "model")
     return {"source": str(directory), "output": str(out), "kind": kind, "files": sorted(p.name for p in out.iterdir())}

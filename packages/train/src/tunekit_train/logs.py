@@ -27,6 +27,8 @@ from typing import Any, Protocol
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from tunekit_data.io import publish_file
+
 METRIC_COLUMNS = ("step", "epoch", "train_loss", "val_loss", "lr", "tokens_per_s", "tokens", "grad_norm", "elapsed_s")
 STATE_FILE = "state.json"
 EVENTS_FILE = "events.jsonl"
@@ -54,9 +56,8 @@ def now() -> str:
 
 def write_json_atomic(path: Path, value: Any) -> None:
     """Write JSON to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    with publish_file(path) as f:
+        f.write(json.dumps(value, indent=2).encode("utf-8"))
 
 
 def append_event(run_dir: Path, kind: str, message: str, *, step: int | None = None, **data: Any) -> dict[str, Any]:

@@ -25,7 +25,6 @@ import contextlib
 import copy
 import functools
 import hashlib
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tunekit_data.io import publish_file
 from tunekit_tokenize import REQUIRED_COLUMNS
 from tunekit_train.attention import Backend, flattens_rows
 from tunekit_train.data import BatchStream, Column, PackedRows
@@ -187,8 +187,7 @@ def reference_key(model: nn.Module, rows: PackedRows, device: torch.device, prec
 
 def _save_atomic(path: Path, values: np.ndarray) -> None:
     path.parent.mkdir(exist_ok=True)
-    # One temporary name per process: data-parallel ranks may write the same (identical) values at once.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
+    # publish_file's temporary names are fresh per writer: data-parallel ranks may write the same
+    # (identical) values at once.
+    with publish_file(path) as f:
         np.save(f, values)
-    tmp.replace(path)

@@ -35,7 +35,6 @@ import functools
 import json
 import math
 import os
-import shutil
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,7 @@ import yaml
 from torch import nn
 
 from tunekit_data.errors import ConfigError, UsageError
-from tunekit_data.io import is_s3
+from tunekit_data.io import is_s3, publish_dir
 from tunekit_train import checkpoint as ckpt
 from tunekit_train import distributed, tracking
 from tunekit_train.attention import Backend, flattens_rows, resolve_backend
@@ -627,13 +626,10 @@ def _eval_prompts(model: nn.Module, tokenizer: Any, config: TrainingConfig, log:
 
 
 def _write_final(model: nn.Module, paths: Paths, run_dir: Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
-    final, tmp = run_dir / "final", run_dir / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    ckpt.save_weights(model, tmp, state_dict)
-    if paths.tokenizer is not None:
-        copy_tokenizer(paths.tokenizer, tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    final = run_dir / "final"
+    with publish_dir(final) as staging:
+        ckpt.save_weights(model, staging, state_dict)
+        if paths.tokenizer is not None:
+            copy_tokenizer(paths.tokenizer, staging)
     return final
 

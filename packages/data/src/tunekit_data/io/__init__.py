@@ -4,6 +4,8 @@
 - ``jsonline``: one line decoded, with the file/line rules as verdicts.
 - ``storage``: local and ``s3://`` paths behind one API (``storage.open_input`` ...), and the
   outputs that appear only when complete (``AtomicOutput``).
+- ``publish``: the write-beside-then-rename of every output (``publish_file``, ``publish_dir``), and
+  the temporary names and keys ``storage`` builds its outputs under.
 - ``s3``: the S3 filesystem, endpoint and error messages.
 - ``tables``: Parquet, Hugging Face and Delta inputs as Arrow batches.
 
@@ -20,6 +22,14 @@ from tunekit_data.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from tunekit_data.io.jsonline import is_blank, parse_line, require_object
+    from tunekit_data.io.publish import (
+        create_temp,
+        publish_dir,
+        publish_file,
+        replace_dir,
+        stage_dir,
+        temp_name,
+    )
     from tunekit_data.io.reader import (
         BOM,
         JSONL_SUFFIXES,
@@ -54,6 +64,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     **dict.fromkeys(("is_blank", "parse_line", "require_object"), "jsonline"),
+    **dict.fromkeys(("create_temp", "publish_dir", "publish_file", "replace_dir", "stage_dir", "temp_name"), "publish"),
     **dict.fromkeys(
         (
             "BOM",
@@ -101,6 +112,7 @@ __all__ = [
     "S3Path",
     "Source",
     "bucket_of",
+    "create_temp",
     "drop_nulls",
     "expand_paths",
     "head_many",
@@ -115,10 +127,15 @@ __all__ = [
     "newline_offsets",
     "open_output",
     "parse_line",
+    "publish_dir",
+    "publish_file",
+    "replace_dir",
     "require_object",
     "set_endpoint",
     "split_lines",
+    "stage_dir",
     "table_folder",
+    "temp_name",
 ]
 
 __getattr__ = lazy_exports(__name__, _LAZY)

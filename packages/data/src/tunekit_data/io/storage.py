@@ -24,7 +24,8 @@ when closed or garbage-collected), so writing the final key directly could publi
 with a clear error as soon as an output passes it. Deleting the temporary key leaves a zero-byte
 ``dir/`` marker object, as pyarrow keeps S3 "directories" alive.
 
-S3 access itself (credentials, endpoint, retries, error messages) is in ``tunekit_data.io.s3``.
+The temporary names, renames and S3 copies are ``tunekit_data.io.publish``'s; S3 access itself
+(credentials, endpoint, retries, error messages) is in ``tunekit_data.io.s3``.
 """
 
 from __future__ import annotations
@@ -32,26 +33,22 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 
 from tunekit_data.errors import InputError, UsageError
-from tunekit_data.io import s3
+from tunekit_data.io import publish, s3
 from tunekit_data.io.s3 import S3Path, is_s3
 
-if TYPE_CHECKING:
-    # pyarrow.fs (which loads ssl, ~15 ms) is imported by the functions that talk to S3: a check of
-    # a local file never needs it.
-    from pyarrow import fs
+# pyarrow.fs (which loads ssl, ~15 ms) is imported by the functions that talk to S3: a check of a
+# local file never needs it.
 
 FIRST_GET, MAX_GET, READ_AHEAD = 64 << 10, 8 << 20, 4  # how S3 objects are read, see _S3Reader
 BUFFER = 1 << 20  # Python-side write buffer: line-sized writes stay out of the SDK
@@ -60,16 +57,6 @@ COPY_LIMIT = 5 << 30  # S3 CopyObject's maximum object size
 # held by parts that are written faster than the network takes them.
 _FLUSH_EVERY = 64 << 20
 _CODECS = {".gz": "gzip", ".zst": "zstd"}
-
-
-def _new_file_mode() -> int:
-    # The umask can only be read by setting it; done once, at import, before any threads write files.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _new_file_mode()
 
 
 def local_path(uri: str) -> str:
@@ -500,19 +487,16 @@ def _open_local_output(path: str, codec: str | None) -> AtomicOutput:
     if not parent.is_dir():
         msg = f"{path}: directory {parent} does not exist"
         raise UsageError(msg)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=parent)
-    os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600 files; an output gets the mode any new file would
+    tmp, fd = publish.create_temp(final)
     stream: BinaryIO = os.fdopen(fd, "wb", buffering=BUFFER)
     if codec:
         stream = pa.CompressedOutputStream(stream, codec)  # type: ignore[assignment]
-    return AtomicOutput(
-        path, stream, lambda: Path(tmp).replace(final), lambda: Path(tmp).unlink(missing_ok=True)
-    )
+    return AtomicOutput(path, stream, lambda: tmp.replace(final), lambda: tmp.unlink(missing_ok=True))
 
 
 def _open_s3_output(path: S3Path, codec: str | None) -> AtomicOutput:
     filesystem = s3.filesystem(path.bucket)
-    temp = path.sibling(f".{path.key.rpartition('/')[2]}.{uuid.uuid4().hex[:12]}.tmp")
+    temp = publish.temp_object(path)
     try:
         upload = filesystem.open_output_stream(temp.arrow, compression=None)
     except OSError as exc:
@@ -521,21 +505,12 @@ def _open_s3_output(path: S3Path, codec: str | None) -> AtomicOutput:
     stream = io.BufferedWriter(writer, BUFFER)
     if codec:
         stream = pa.CompressedOutputStream(stream, codec)  # type: ignore[assignment]
-
-    def publish() -> None:
-        try:
-            filesystem.copy_file(temp.arrow, path.arrow)
-        except OSError as exc:
-            raise s3.error(path, exc, "publish") from exc
-        _delete(filesystem, temp)
-
-    return AtomicOutput(path.uri, stream, publish, lambda: _delete(filesystem, temp))
-
-
-def _delete(filesystem: fs.S3FileSystem, temp: S3Path) -> None:
-    # Best effort: a leftover temporary key is hidden, and never under the final name.
-    with contextlib.suppress(OSError):
-        filesystem.delete_file(temp.arrow)
+    return AtomicOutput(
+        path.uri,
+        stream,
+        lambda: publish.publish_object(filesystem, temp, path),
+        lambda: publish.discard_object(filesystem, temp),
+    )
 
 
 class _S3Writer(io.RawIOBase):
