@@ -102,7 +102,8 @@ def violations(modules: dict[str, Module], root: Path = ROOT, namespaces: frozen
                 problems.append(f"{where}: imports private module {target}")
             elif name is not None and name.startswith("_") and not name.startswith("__"):
                 problems.append(f"{where}: imports private name {name} from {target}")
-    return problems
+    # One line per import statement, however many names it takes.
+    return list(dict.fromkeys(problems))
 
 
 def test_source_roots_are_found():
