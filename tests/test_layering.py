@@ -160,6 +160,7 @@ def test_public_imports_pass(tree: Path, source: str):
     ("importer", "source", "expected"),
     [
         ("app/main.py", "from pkg.sub.impl import thing\n", "app/main.py:1: imports pkg.sub.impl, inside pkg.sub/"),
+        ("app/main.py", "from pkg.sub.impl import thing, other\n", "app/main.py:1: imports pkg.sub.impl, inside pkg.sub/"),
         ("app/main.py", "from pkg.sub import impl\n", "app/main.py:1: imports pkg.sub.impl, inside pkg.sub/"),
         ("pkg/other.py", "import pkg.sub.helper\n", "pkg/other.py:1: imports pkg.sub.helper, inside pkg.sub/"),
         ("app/main.py", "def f():\n    from pkg.sub.helper import x\n", "app/main.py:2: imports pkg.sub.helper"),
