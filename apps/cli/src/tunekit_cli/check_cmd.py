@@ -72,7 +72,7 @@ def _ray_check(address: str | None):
     """``run_check`` on Ray; imported here so that ``ds`` never loads ray unless asked to."""
     from functools import partial
 
-    from tunekit_data.distributed.check import run_check_ray
+    from tunekit_data.distributed import run_check_ray
 
     return partial(run_check_ray, address=address)
 

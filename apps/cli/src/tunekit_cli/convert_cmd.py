@@ -10,7 +10,7 @@ from tunekit_cli.console import out
 from tunekit_cli.options import given
 from tunekit_cli.progress import byte_progress
 from tunekit_data.check import PROFILES
-from tunekit_data.convert.outputs import DEFAULT_SHARD_SIZE
+from tunekit_data.convert import DEFAULT_SHARD_SIZE
 from tunekit_data.distributed import use_ray
 from tunekit_data.formats import FORMATS, OUTPUT_NAMES
 from tunekit_data.io import set_endpoint
@@ -49,8 +49,7 @@ def convert(
     Every record is written or rejected with its line and reason. Exit 1 when more than --max-rejects-percent is rejected.
     """
     # The converter (pyarrow) is imported here, not at the top: `ds --help` never loads it.
-    from tunekit_data.convert import ConvertOptions, convert_dataset
-    from tunekit_data.convert.sources import discover, input_size
+    from tunekit_data.convert import ConvertOptions, convert_dataset, discover, input_size
 
     set_endpoint(endpoint_url)
     # Only the options given: `ConvertOptions` owns every default (tunekit_cli.options).
@@ -76,7 +75,7 @@ def _ray_convert(address: str | None):
     """``convert_dataset`` on Ray; imported here so that ``ds`` never loads ray unless asked to."""
     from functools import partial
 
-    from tunekit_data.distributed.convert import convert_dataset_ray
+    from tunekit_data.distributed import convert_dataset_ray
 
     return partial(convert_dataset_ray, address=address)
 

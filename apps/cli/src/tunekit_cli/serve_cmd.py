@@ -12,7 +12,7 @@ from tunekit_cli.options import given
 from tunekit_cli.torch_env import before_torch
 
 if TYPE_CHECKING:
-    from tunekit_train.serve.app import Server
+    from tunekit_train.serve import Server
 
 
 def serve(
@@ -33,7 +33,7 @@ def serve(
     LoRA adapters of one base load once and are chosen per request by model id; Ctrl-C stops.
     """
     before_torch()
-    from tunekit_train.serve.app import ServeOptions, ServeSettings, prepare, run
+    from tunekit_train.serve import ServeOptions, ServeSettings, prepare, run
 
     # Only the options given: `ServeOptions` and `ServeSettings` own every default (tunekit_cli.options).
     options = ServeOptions(**given(host=host, port=port, engine=engine, max_batch=max_batch, device=device, tracking_uri=tracking_uri))  # type: ignore[arg-type]

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunekit_data.check import Problem
-from tunekit_data.convert.inputs import INPUT_FORMATS, InputPlan
-from tunekit_data.convert.rejection import ConversionError
+from tunekit_data.convert import INPUT_FORMATS, ConversionError, InputPlan
 from tunekit_data.errors import UsageError
 from tunekit_data.examples import Example
 from tunekit_data.formats import FORMAT_ALIASES

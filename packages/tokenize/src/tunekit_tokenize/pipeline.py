@@ -24,15 +24,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from tunekit_data.convert import Rejection, read_examples
-from tunekit_data.convert.sources import discover
+from tunekit_data.convert import Rejection, discover, read_examples
 from tunekit_data.cores import available_cores
 from tunekit_data.errors import DataError, InputError, UsageError
 from tunekit_data.examples import Example, SourceRecord
 from tunekit_data.formats import FORMAT_ALIASES
 from tunekit_data.io import is_s3, publish_dir, storage
-from tunekit_data.media import MediaCache, VideoSampling, default_cache_dir
-from tunekit_data.media.images import MAX_PIXELS
+from tunekit_data.media import MAX_PIXELS, MediaCache, VideoSampling, default_cache_dir
 from tunekit_tokenize.cache import cache_key, cached_pack, describe_source
 from tunekit_tokenize.chat_template import ChatTemplate, resolve_template
 from tunekit_tokenize.encoder import Encoder, Kind, example_kind, sequences_per_item

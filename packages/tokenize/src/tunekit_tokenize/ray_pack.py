@@ -28,13 +28,24 @@ from typing import Any
 
 import numpy as np
 
-from tunekit_data.convert.detect import Detection
-from tunekit_data.convert.inputs import InputPlan
-from tunekit_data.convert.pipeline import ExampleReader, OpenInput, open_input
-from tunekit_data.convert.sources import DEFAULT_BLOCK_SIZE
-from tunekit_data.distributed.cluster import cluster_cpus, connect, ordered_tasks
-from tunekit_data.distributed.convert import Share, share_units, shares
-from tunekit_data.distributed.ranges import DEFAULT_RANGE_SIZE, lines_through
+from tunekit_data.convert import (
+    DEFAULT_BLOCK_SIZE,
+    Detection,
+    ExampleReader,
+    InputPlan,
+    OpenInput,
+    open_input,
+)
+from tunekit_data.distributed import (
+    DEFAULT_RANGE_SIZE,
+    Share,
+    cluster_cpus,
+    connect,
+    lines_through,
+    ordered_tasks,
+    share_units,
+    shares,
+)
 from tunekit_data.errors import UsageError
 from tunekit_data.formats import FORMAT_ALIASES
 from tunekit_data.io import Block

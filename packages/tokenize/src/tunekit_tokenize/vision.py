@@ -32,8 +32,14 @@ from typing import Any, Literal
 
 from tunekit_data.errors import InputError, UsageError
 from tunekit_data.examples import Media, Message
-from tunekit_data.media import MediaCache, MediaProblem, VideoSampling, resolve_image, resolve_video
-from tunekit_data.media.images import MAX_PIXELS
+from tunekit_data.media import (
+    MAX_PIXELS,
+    MediaCache,
+    MediaProblem,
+    VideoSampling,
+    resolve_image,
+    resolve_video,
+)
 from tunekit_tokenize.tokenizer import TokenizerBundle
 
 PROCESSOR_FILE = "preprocessor_config.json"

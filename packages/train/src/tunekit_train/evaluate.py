@@ -35,7 +35,7 @@ from tunekit_train.generate import (
 )
 from tunekit_train.logs import STATE_FILE, append_event, write_json_atomic
 from tunekit_train.losses import DEFAULT_CHUNK, head_inputs
-from tunekit_train.serve.models import pack_settings, trained_template
+from tunekit_train.serve import pack_settings, trained_template
 
 EVAL_FILE = "eval.json"
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from tunekit_data.check.engine import (
         CheckConfig,
         CheckSummary,
+        CheckWriters,
         Tally,
         Verdict,
         Verdicts,
@@ -56,10 +57,10 @@ _LAZY = {
         (
             "CheckConfig",
             "CheckSummary",
+            "CheckWriters",
             "Tally",
             "Verdict",
             "Verdicts",
-            "_Writers",
             "check_input_block",
             "finish_block",
             "iter_problems",
@@ -95,6 +96,7 @@ __all__ = [
     "BlockStats",
     "CheckConfig",
     "CheckSummary",
+    "CheckWriters",
     "FormatSchema",
     "Hit",
     "Level",

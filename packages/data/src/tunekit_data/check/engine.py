@@ -216,8 +216,12 @@ def _file_rules(source: Source) -> list[DatasetProblem]:
     return out
 
 
-class _Writers:
-    """The optional outputs, files or S3 objects, each appearing under its name only when complete."""
+class CheckWriters:
+    """The optional outputs, files or S3 objects, each appearing under its name only when complete.
+
+    Public for the Ray engine (``tunekit_data.distributed.check``), whose tasks write their parts
+    of ``--valid-out`` and ``--rejects-out`` as the local checker writes the whole.
+    """
 
     def __init__(self, valid_out: str | None, rejects_out: str | None, errors_out: str | None) -> None:
         self.files: dict[str, AtomicOutput] = {}
@@ -230,6 +234,7 @@ class _Writers:
             raise
 
     def write_lines(self, block: Block, result: BlockResult) -> None:
+        """Write each non-blank line of ``block`` to the valid or the rejects output, as ``result`` judged it."""
         valid, rejects = self.files.get("valid"), self.files.get("rejects")
         if valid is None and rejects is None:
             return
@@ -246,15 +251,18 @@ class _Writers:
                 out.write(raw + b"\n")
 
     def write_error(self, record: dict) -> None:
+        """Append one problem ``record`` to the errors output, if there is one."""
         errors = self.files.get("errors")
         if errors is not None:
             errors.write(orjson.dumps(record) + b"\n")
 
     def commit(self) -> None:
+        """Publish every output under its name."""
         for f in self.files.values():
             f.commit()
 
     def abort(self) -> None:
+        """Drop every output unpublished."""
         for f in self.files.values():
             f.abort()
 
@@ -438,7 +446,7 @@ def run_check(
     fd, spool = tempfile.mkstemp(prefix="tunekit-check-", suffix=".jsonl")
     summary.spool = Path(spool)
     verdicts = (engine or _local_engine)(sources, options, config)
-    writers = _Writers(valid_out, rejects_out, errors_out)
+    writers = CheckWriters(valid_out, rejects_out, errors_out)
     stats = BlockStats()
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as spool_file:
@@ -486,7 +494,7 @@ def _s3_bucket(sources: list[Source]) -> str | None:
     return buckets.pop() if len(buckets) == 1 else None
 
 
-def _absorb(summary: CheckSummary, source: Source, verdict: Verdict, spool, writers: _Writers) -> None:
+def _absorb(summary: CheckSummary, source: Source, verdict: Verdict, spool, writers: CheckWriters) -> None:
     result = verdict.result
     if isinstance(result, Tally):
         _absorb_tally(summary, result, spool, writers)
@@ -504,7 +512,7 @@ def _absorb(summary: CheckSummary, source: Source, verdict: Verdict, spool, writ
         writers.write_lines(verdict.block, result)
 
 
-def _absorb_tally(summary: CheckSummary, tally: Tally, spool, writers: _Writers) -> None:
+def _absorb_tally(summary: CheckSummary, tally: Tally, spool, writers: CheckWriters) -> None:
     """O(1) in the tally's problems: their spool lines are copied whole, after the line count ``iter_problems`` adds to their line numbers; only ``--errors-out`` reads them one by one."""
     summary.blank += tally.blank
     summary.records += tally.records

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tunekit_data.errors import UsageError
-from tunekit_data.formats.registry import guess_input_format
+from tunekit_data.formats import guess_input_format
 
 SAMPLE = 64
 

@@ -39,7 +39,7 @@ from tunekit_data.examples import (
     Role,
     TextExample,
 )
-from tunekit_data.formats.registry import FORMATS, Kind, load
+from tunekit_data.formats import FORMATS, Kind, load
 
 
 @dataclass(frozen=True, slots=True)

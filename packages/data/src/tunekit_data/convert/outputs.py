@@ -30,7 +30,7 @@ from tunekit_data.convert.messages import (
 )
 from tunekit_data.convert.rejection import ConversionError
 from tunekit_data.examples import ChatExample, Example, Message, PreferenceExample, TextExample
-from tunekit_data.formats.registry import FORMATS, OUTPUT_NAMES, Kind, load
+from tunekit_data.formats import FORMATS, OUTPUT_NAMES, Kind, load
 
 if TYPE_CHECKING:
     import pyarrow as pa

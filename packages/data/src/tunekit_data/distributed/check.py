@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from tunekit_data.check import (
     CheckConfig,
     CheckSummary,
+    CheckWriters,
     Tally,
     Verdict,
     Verdicts,
-    _Writers,
     check_input_block,
     finish_block,
     run_check,
@@ -46,8 +46,10 @@ _OUTPUTS = (("valid", "--valid-out"), ("rejects", "--rejects-out"))
 
 @dataclass(slots=True)
 class RangeChecked:
-    """One task's outcome: its blocks' verdicts summed up (``check.Tally``), the bytes they cover,
-    whether a BOM was stripped, the range's line count, and how many lines it wrote to each part.
+    """One task's outcome, summed up.
+
+    Its blocks' verdicts (``check.Tally``), the bytes they cover, whether a BOM was stripped, the
+    range's line count, and how many lines it wrote to each part.
 
     Summed up in the task so that the driver's work per task does not grow with the problems
     found: it adds counts and copies the problems' spool lines whole.
@@ -61,13 +63,14 @@ class RangeChecked:
 
 
 def check_range(r: ByteRange, options: Options, config: CheckConfig, parts: dict[str, str]) -> RangeChecked:
-    """Check the lines of ``r`` (the task body); ``parts`` maps ``valid`` / ``rejects`` to this
-    range's part URIs.
+    """Check the lines of ``r`` (the task body).
+
+    ``parts`` maps ``valid`` / ``rejects`` to this range's part URIs.
     """
     # As in a `ds` process (no pandas probe: ~1 s of a worker's first task otherwise). Not Ray's
     # worker_process_setup_hook: a runtime env delayed every worker's start by seconds (measured).
     worker_init()
-    writers = _Writers(parts.get("valid"), parts.get("rejects"), None)
+    writers = CheckWriters(parts.get("valid"), parts.get("rejects"), None)
     out = RangeChecked(written=dict.fromkeys(parts, 0))
     source = Source(r.source, r.kind)
     last: Block | None = None
@@ -100,6 +103,7 @@ class RayCheck:
         self.ray, self.outputs, self.range_size = ray, outputs, range_size
 
     def __call__(self, sources: list[Source], options: Options, config: CheckConfig) -> Verdicts:
+        """The verdicts of every range of ``sources``, in input order, checked by Ray tasks."""
         size = self.range_size or range_size_for(sum(s.size() or 0 for s in sources), cluster_cpus(self.ray))
         per_source = [split_ranges([s], size) for s in sources]
         ranges = [r for rs in per_source for r in rs]
@@ -138,9 +142,11 @@ def run_check_ray(
     on_progress: Callable[[int], None] | None = None,
     range_size: int | None = None,
 ) -> CheckSummary:
-    """``run_check`` on a Ray cluster: the same summary; ``valid_out`` / ``rejects_out`` are folders
-    or ``s3://`` prefixes of parts with a manifest (``parts``); ``range_size`` is the bytes per task
-    (None: ``ranges.range_size_for`` the input and the cluster). Raises UsageError / InputError.
+    """``run_check`` on a Ray cluster: the same summary.
+
+    ``valid_out`` / ``rejects_out`` are folders or ``s3://`` prefixes of parts with a manifest
+    (``parts``); ``range_size`` is the bytes per task (None: ``ranges.range_size_for`` the input and
+    the cluster). Raises UsageError / InputError.
     """
     if config.record_check is not None:
         msg = "--tokenizer counts tokens on the local engine only; run it without --engine ray"

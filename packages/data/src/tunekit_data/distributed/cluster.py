@@ -28,8 +28,10 @@ _FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_
 
 
 def connect(address: str | None) -> Any:
-    """Join the Ray cluster at ``address`` (``auto``, ``ray://host:port`` or ``host:port``; None:
-    ``$RAY_ADDRESS``, else a Ray instance started in this process) and return the ``ray`` module.
+    """Join the Ray cluster at ``address`` and return the ``ray`` module.
+
+    ``address`` is ``auto``, ``ray://host:port`` or ``host:port``; None: ``$RAY_ADDRESS``, else a
+    Ray instance started in this process.
 
     Reuses a connection this process already has. InputError, naming the address, if the cluster
     cannot be reached; UsageError-free: a missing ``ray`` package is reported with the extra to install.

@@ -19,10 +19,23 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from tunekit_data.convert.engine import ConvertPlan, UnitResult, convert_unit
-from tunekit_data.convert.pipeline import ConvertOptions, ConvertSummary, prepare_convert
-from tunekit_data.convert.sources import TXT_PER_UNIT, InputFile, Unit, iter_units
-from tunekit_data.convert.writer import Chunk, JsonlSink, dump_line, jsonl_chunk, output_kind
+from tunekit_data.convert import (
+    TXT_PER_UNIT,
+    Chunk,
+    ConvertOptions,
+    ConvertPlan,
+    ConvertSummary,
+    InputFile,
+    JsonlSink,
+    Unit,
+    UnitResult,
+    convert_unit,
+    dump_line,
+    iter_units,
+    jsonl_chunk,
+    output_kind,
+    prepare_convert,
+)
 from tunekit_data.distributed.cluster import cluster_cpus, connect, ordered_tasks
 from tunekit_data.distributed.parts import PartOutputs, part_name
 from tunekit_data.distributed.ranges import (
@@ -41,8 +54,10 @@ Share = tuple[list[InputFile], ByteRange | None]
 
 @dataclass(slots=True)
 class PartConverted:
-    """One task's outcome: its units' results (chunks emptied: their records are in the parts),
-    records written per split, and the lines its range holds.
+    """One task's outcome.
+
+    Its units' results (chunks emptied: their records are in the parts), records written per
+    split, and the lines its range holds.
     """
 
     results: list[UnitResult] = field(default_factory=list)

@@ -55,9 +55,11 @@ def split_ranges(sources: list[Source], range_size: int) -> list[ByteRange]:
 
 
 def range_size_for(total: int, cpus: int) -> int:
-    """``DEFAULT_RANGE_SIZE``, or less for an input too small to give each of ``cpus`` CPUs
-    ``TASKS_PER_CPU`` ranges (so that no CPU idles while another checks the last large range),
-    but never under ``MIN_RANGE_SIZE``.
+    """The bytes per range for an input of ``total`` bytes on ``cpus`` CPUs.
+
+    ``DEFAULT_RANGE_SIZE``, or less for an input too small to give each CPU ``TASKS_PER_CPU``
+    ranges (so that no CPU idles while another checks the last large range), but never under
+    ``MIN_RANGE_SIZE``.
     """
     # Rounded up: rounded down, a few bytes were left over for one more, nearly empty task.
     return max(MIN_RANGE_SIZE, min(DEFAULT_RANGE_SIZE, -(-total // (TASKS_PER_CPU * cpus))))
@@ -81,8 +83,9 @@ def range_blocks(r: ByteRange, block_size: int) -> Iterator[Block]:
 
 
 def read_range(r: ByteRange) -> tuple[bytes, bool]:
-    """The whole lines ``r`` owns (see the module docstring), without a leading BOM, and whether one
-    was stripped (only a range at the start of its file can have one).
+    """The whole lines ``r`` owns (see the module docstring), without a leading BOM.
+
+    Also whether one was stripped (only a range at the start of its file can have one).
     """
     assert r.stop is not None, "a whole-stream range is read with iter_blocks"
     file = storage.open_random_access(r.source)

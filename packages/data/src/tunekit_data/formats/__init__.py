@@ -25,6 +25,7 @@ from tunekit_data.formats.registry import (
     canonical_name,
     guess_check_format,
     guess_input_format,
+    load,
 )
 from tunekit_data.lazy import lazy_exports
 
@@ -57,6 +58,7 @@ __all__ = [
     "canonical_name",
     "guess_check_format",
     "guess_input_format",
+    "load",
 ]
 
 __getattr__ = lazy_exports(__name__, _LAZY)

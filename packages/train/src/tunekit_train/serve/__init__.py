@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
-from tunekit_train.serve.app import ServeSettings
+from tunekit_train.serve.app import ServeOptions, Server, ServeSettings, prepare, run
+from tunekit_train.serve.models import pack_settings, trained_template
 
-__all__ = ["ServeSettings"]
+__all__ = ["ServeOptions", "ServeSettings", "Server", "pack_settings", "prepare", "run", "trained_template"]
