@@ -89,6 +89,20 @@ class _Provenance:
     cache_key: str | None
 
 
+@dataclass(frozen=True)
+class _PackRun:
+    """A local pack build but for its output folder: the records, how to encode and pack them, where they came from, whom to tell."""
+
+    examples: Iterable[PackInput]
+    job: EncodeJob
+    chat_template: ChatTemplate | None
+    options: PackOptions
+    engine: PackEngine
+    provenance: _Provenance
+    notify: Progress
+    rejects: storage.AtomicOutput | None
+
+
 def pack(
     examples: Iterable[PackInput], *, tokenizer: str | Path | TokenizerBundle, max_length: int = DEFAULT_MAX_LENGTH, out_dir: str | Path,
     template: str = "auto", loss_on: LossOn = "assistant", truncation: Truncation = "drop", window: int | None = None, seed: int = 0,
@@ -146,7 +160,8 @@ def pack(
         stages = engine or LocalEngine(workers or available_cores(), images)
         job = EncodeJob(Encoder(bundle, chat_template, options.loss_on, images), options.max_length, options.truncation)
         provenance = _Provenance(None, dict(reader_options or {}), None)
-        return _pack_local(examples, job, chat_template, options, stages, local, sources, provenance, progress or _quiet, started, rejects)
+        run = _PackRun(examples, job, chat_template, options, stages, provenance, progress or _quiet, rejects)
+        return _pack_local(run, local, sources, started)
 
     return _build_at(out_dir, remote, rejects_out, build)
 
@@ -205,36 +220,24 @@ def _check_s3_output(uri: str) -> None:
     storage.check_writable(uri)
 
 
-def _pack_local(
-    examples: Iterable[PackInput],
-    job: EncodeJob,
-    chat_template: ChatTemplate | None,
-    options: PackOptions,
-    engine: PackEngine,
-    out: Path,
-    sources: Sequence[str | Path] | None,
-    provenance: _Provenance,
-    notify: Progress,
-    started: float,
-    rejects: storage.AtomicOutput | None,
-) -> PackResult:
+def _pack_local(run: _PackRun, out: Path, sources: Sequence[str | Path] | None, started: float) -> PackResult:
     """`pack` into the local directory ``out``: reuse it when the cache key matches, else build it."""
-    bundle = job.encoder.bundle
     if sources is not None:
-        described = [describe_source(Path(p), lambda done, total: notify("hash", done, total)) for p in sources]
+        described = [describe_source(Path(p), lambda done, total: run.notify("hash", done, total)) for p in sources]
+        reader_options = run.provenance.reader_options
         key = cache_key(
             sources=described,
-            tokenizer_sha256=bundle.sha256,
-            template_sha256=chat_template.sha256 if chat_template else None,
-            options=asdict(options),
-            reader_options=provenance.reader_options,
+            tokenizer_sha256=run.job.encoder.bundle.sha256,
+            template_sha256=run.chat_template.sha256 if run.chat_template else None,
+            options=asdict(run.options),
+            reader_options=reader_options,
         )
         if reused := cached_pack(out, key):
             return PackResult(out, cached=True, manifest=reused.manifest, stats=reused.stats, seconds={"hash": round(time.perf_counter() - started, 3)})
-        provenance = _Provenance(described, provenance.reader_options, key)
+        run = replace(run, provenance=_Provenance(described, reader_options, key))
     check_output_dir(out)
     with publish_dir(out) as staging:
-        return _build(examples, job, chat_template, options, engine, out, staging, provenance, notify, rejects)
+        return _build(run, out, staging)
 
 
 def pack_files(paths: Sequence[str], *, fmt: str = "auto", **options: object) -> PackResult:
@@ -303,23 +306,13 @@ def absorb_batch(tally: Tally, batch: Batch, result: BatchResult) -> None:
     tally.fit.add(result.fit)
 
 
-def _build(
-    examples: Iterable[PackInput],
-    job: EncodeJob,
-    chat_template: ChatTemplate | None,
-    options: PackOptions,
-    engine: PackEngine,
-    out: Path,
-    staging: Path,
-    provenance: _Provenance,
-    notify: Progress,
-    rejects: storage.AtomicOutput | None,
-) -> PackResult:
+def _build(run: _PackRun, out: Path, staging: Path) -> PackResult:
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
-    bundle, images = job.encoder.bundle, job.encoder.images
-    tally = Tally(rejects_out=rejects)
-    spool = engine.encode(examples, job, staging, notify, tally)
+    options, engine, notify, provenance = run.options, run.engine, run.notify, run.provenance
+    bundle, images = run.job.encoder.bundle, run.job.encoder.images
+    tally = Tally(rejects_out=run.rejects)
+    spool = engine.encode(run.examples, run.job, staging, notify, tally)
     seconds["tokenize"] = time.perf_counter() - clock
     _check_usable(tally, options)
     pack_kind = tally.kind
@@ -349,7 +342,7 @@ def _build(
     manifest = build_manifest(
         kind=pack_kind,
         bundle=bundle,
-        template=chat_template,
+        template=run.chat_template,
         options=options,
         counts={k: stats[k] for k in ("records", "examples", "rejected", "sequences", "tokens", "bins")},
         shards=shards,

@@ -83,17 +83,16 @@ def _convert_unit(unit: Unit, plan: ConvertPlan) -> UnitResult:
                 return record
         return encode(to_example(value))
 
-    result = UnitResult(unit.nbytes)
-    rejected: list[tuple[int, Rejection, RawRecord]] = []
-    converted: list[_Converted] = []
+    work = _UnitWork(plan, convert, UnitResult(unit.nbytes))
     if unit.kind == "jsonl":
-        seq = _jsonl_unit(unit, plan, convert, result, rejected, converted)
+        seq = _jsonl_unit(unit, work)
     else:
         seq = 0
         for item in unit_records(unit, want_keys=plan.split is not None):
-            seq = _take(item, seq, plan, convert, result, rejected, converted)
+            seq = _take(item, seq, work)
+    result, rejected = work.result, work.rejected
     result.records = seq
-    _check_and_route(converted, plan, result, rejected)
+    _check_and_route(work)
     rejected.sort(key=lambda t: t[0])
     result.rejections = [r for _, r, _ in rejected]
     lines = [dump_line(_reject_line(r, item, unit.kind)) for _, r, item in rejected]
@@ -101,18 +100,24 @@ def _convert_unit(unit: Unit, plan: ConvertPlan) -> UnitResult:
     return result
 
 
-def _jsonl_unit(
-    unit: Unit,
-    plan: ConvertPlan,
-    convert: Callable[[object], Record],
-    result: UnitResult,
-    rejected: list[tuple[int, Rejection, RawRecord]],
-    converted: list[_Converted],
-) -> int:
+@dataclass(slots=True)
+class _UnitWork:
+    """A unit being converted: the plan and its converter, and what they have produced so far (records are numbered by ``seq``, their position in the unit)."""
+
+    plan: ConvertPlan
+    convert: Callable[[object], Record]
+    result: UnitResult
+    rejected: list[tuple[int, Rejection, RawRecord]] = field(default_factory=list)
+    converted: list[_Converted] = field(default_factory=list)
+
+
+def _jsonl_unit(unit: Unit, work: _UnitWork) -> int:
     """``_take`` over a JSONL unit's lines, with the common line (a JSON object) handled inline: no ``RawRecord`` is built for it, and its parsed input is let go at once (its raw line is kept, and parsed again only if it is rejected), so a unit's decoded JSON does not pile up in the worker.
 
     Returns the number of records (non-blank lines).
     """
+    # Locals, not attributes, in the loop below: it runs once per line of every JSONL input.
+    plan, convert, result, rejected, converted = work.plan, work.convert, work.result, work.rejected, work.converted
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     file, first, parquet = unit.file, unit.first, plan.parquet
     refs = result.refs if plan.keep_refs else None
@@ -123,9 +128,7 @@ def _jsonl_unit(
         except decode_error:
             value = None
         if type(value) is not dict:  # blank, not JSON, or not an object: sources' verdict
-            seq = _take(
-                jsonl_record(file, first + offset, raw), seq, plan, convert, result, rejected, converted
-            )
+            seq = _take(jsonl_record(file, first + offset, raw), seq, work)
             continue
         if refs is not None:
             refs.append((file, first + offset))
@@ -152,33 +155,25 @@ def _lines(data: bytes) -> list[bytes]:
     return lines
 
 
-def _take(
-    item: RawRecord,
-    seq: int,
-    plan: ConvertPlan,
-    convert: Callable[[object], Record],
-    result: UnitResult,
-    rejected: list[tuple[int, Rejection, RawRecord]],
-    converted: list[_Converted],
-) -> int:
+def _take(item: RawRecord, seq: int, work: _UnitWork) -> int:
     """Convert one record (or count a blank line); returns ``seq`` advanced past it."""
     if item.blank:
-        result.blanks.append(seq)
+        work.result.blanks.append(seq)
         return seq
     src = item.record
-    if plan.keep_refs:
-        result.refs.append((src.file, src.line))
+    if work.plan.keep_refs:
+        work.result.refs.append((src.file, src.line))
     if item.problem is not None:
-        rejected.append((seq, Rejection.from_problem(src.file, src.line, item.problem), item))
+        work.rejected.append((seq, Rejection.from_problem(src.file, src.line, item.problem), item))
         return seq + 1
     try:
-        record = convert(src.value)
+        record = work.convert(src.value)
     except ConversionError as err:
-        rejected.append((seq, Rejection.from_error(src.file, src.line, err), item))
+        work.rejected.append((seq, Rejection.from_error(src.file, src.line, err), item))
     else:
         out = dump_line(record)
-        converted.append(
-            _Converted(seq, out, record if plan.parquet else None, src.file, src.line, item.key, item)
+        work.converted.append(
+            _Converted(seq, out, record if work.plan.parquet else None, src.file, src.line, item.key, item)
         )
     return seq + 1
 
@@ -202,13 +197,9 @@ class _Converted:
         return RawRecord(SourceRecord(self.file, self.where, None), self.key)
 
 
-def _check_and_route(
-    converted: list[_Converted],
-    plan: ConvertPlan,
-    result: UnitResult,
-    rejected: list[tuple[int, Rejection, RawRecord]],
-) -> None:
+def _check_and_route(work: _UnitWork) -> None:
     """Check the converted records against the target's rules; put each valid one in its split's chunk."""
+    converted, plan, result, rejected = work.converted, work.plan, work.result, work.rejected
     target = OUTPUT_FORMATS[plan.target]
     data = b"".join([c.line for c in converted])
     problems = check_lines(

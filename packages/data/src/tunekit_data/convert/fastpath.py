@@ -57,7 +57,11 @@ def chat_to_converse(value: object) -> Record | None:
     turns = _chat_converse_turns(value.get("messages"), "assistant")
     if turns is None:
         return None
-    system, messages = turns
+    return _converse_record(*turns)
+
+
+def _converse_record(system: str | None, messages: list[Record]) -> Record:
+    """A Converse-shaped record (Nova DPO's too), keys in the general encoder's order so that the output bytes match it."""
     out: Record = {"schemaVersion": SCHEMA_VERSION}
     if system is not None:
         out["system"] = [{"text": system}]
@@ -94,9 +98,6 @@ def preference_to_dpo(value: object) -> Record | None:
         if turns is None:
             return None
         system, messages = turns
-    out: Record = {"schemaVersion": SCHEMA_VERSION}
-    if system is not None:
-        out["system"] = [{"text": system}]
     messages.append(
         {
             "role": "assistant",
@@ -106,8 +107,7 @@ def preference_to_dpo(value: object) -> Record | None:
             ],
         }
     )
-    out["messages"] = messages
-    return out
+    return _converse_record(system, messages)
 
 
 _FAST: dict[tuple[str, str], FastPath] = {

@@ -168,6 +168,13 @@ def _refuse_tools(record: dict[str, object]) -> None:
             raise ConversionError(msg, key)
 
 
+def _refuse_candidates(items: list[object], reason: str) -> None:
+    """Raise ``reason`` at the first of the Converse ``messages`` ``items`` that carries DPO candidates."""
+    for i, m in enumerate(items):
+        if isinstance(m, dict) and "candidates" in m:
+            raise ConversionError(reason, f"messages[{i}].candidates")
+
+
 # --- decoders ----------------------------------------------------------------------------------
 
 
@@ -175,10 +182,7 @@ def from_converse(record: dict[str, object], plan: InputPlan) -> Example:
     """Converse SFT: ``system`` blocks, then ``messages`` with content blocks."""
     system = converse_system(record.get("system"), "system")
     items = expect_list(record.get("messages"), "messages", "messages")
-    for i, m in enumerate(items):
-        if isinstance(m, dict) and "candidates" in m:
-            msg = "a DPO record (candidates); convert it with --from dpo"
-            raise ConversionError(msg, f"messages[{i}].candidates")
+    _refuse_candidates(items, "a DPO record (candidates); convert it with --from dpo")
     turns = converse_turns(items, "messages", plan.media)
     return chat_example((system, *turns) if system else turns, "messages")
 
@@ -188,10 +192,7 @@ def from_dpo(record: dict[str, object], plan: InputPlan) -> Example:
     system = converse_system(record.get("system"), "system")
     items = expect_list(record.get("messages"), "messages", "messages")
     *head, last = items
-    for i, m in enumerate(head):
-        if isinstance(m, dict) and "candidates" in m:
-            msg = "only the last message may carry candidates (D3)"
-            raise ConversionError(msg, f"messages[{i}].candidates")
+    _refuse_candidates(head, "only the last message may carry candidates (D3)")
     last_field = f"messages[{len(head)}]"
     final = expect_object(last, last_field)
     candidates = final.get("candidates")
