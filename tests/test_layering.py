@@ -203,3 +203,22 @@ def test_every_exported_name_resolves(package: str):
     module = importlib.import_module(package)
     missing = [name for name in getattr(module, "__all__", ()) if not hasattr(module, name)]
     assert missing == []
+
+
+# The training stack: `ds` must start without it, and the data layer must install without it.
+HEAVY = frozenset({"torch", "transformers", "peft", "trl", "accelerate"})
+
+
+def test_data_and_tokenize_never_import_the_training_stack():
+    modules = discover(SOURCE_ROOTS)
+    found = []
+    for module in modules.values():
+        if module.name.split(".")[0] not in ("tunekit_data", "tunekit_tokenize"):
+            continue
+        tree = ast.parse(module.path.read_text(encoding="utf-8"), filename=str(module.path))
+        found += [
+            f"{module.path.relative_to(ROOT)}:{line}: imports {target}"
+            for line, target, _, _ in imported(tree, module, modules)
+            if target.split(".")[0] in HEAVY
+        ]
+    assert found == []
