@@ -131,10 +131,9 @@ def pack(
         progress: called as work advances (see `Progress`).
         engine: where records are encoded and rows written (default: `LocalEngine`, this machine's
             processes; ``tunekit_tokenize.ray_pack`` runs both as Ray tasks, reading its own inputs).
-        processor: a vision-language model directory (``preprocessor_config.json``): image and video parts
-            are fetched, decoded (videos sampled) and expanded into their tokens (`tunekit_tokenize.vision`),
-            the rows carry the images' bytes and sampled frames, and a record whose media fails is rejected.
-            Local engine and ``truncation="drop"`` only; never reused from the cache (media is not hashed).
+        processor: a vision-language model directory: images and videos are fetched, decoded and expanded
+            into their tokens and rows (`tunekit_tokenize.vision`), a record whose media fails is rejected;
+            local engine and ``truncation="drop"`` only, never reused from the cache (media is not hashed).
         media_cache: the media cache directory (default `tunekit_data.media.default_cache_dir`).
         max_image_pixels: images (video frames) with more pixels are rejected before decoding.
         video: how videos are sampled (default `VideoSampling`: 2 frames a second, at most 128).
