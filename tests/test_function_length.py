@@ -37,6 +37,6 @@ def test_the_count_includes_the_docstring_and_nested_functions():
     body = "\n".join(f"    x{i} = {i}" for i in range(57))
     at_limit = f'def f():\n    """Doc."""\n{body}\n    return 0\n'  # 60 lines
     assert long_functions(at_limit) == []
-    nested = f'def outer():\n    def inner():\n        """Doc."""\n' + body.replace("    ", "        ") + "\n        return 0\n    return inner\n"
+    nested = 'def outer():\n    def inner():\n        """Doc."""\n' + body.replace("    ", "        ") + "\n        return 0\n    return inner\n"
     assert long_functions(nested) == [("outer", 62)]  # inner's 60 lines are at the limit
     assert long_functions("async def g():\n" + "    pass\n" * 61) == [("g", 62)]
