@@ -15,6 +15,7 @@ of offline checks (F8 is exercised by the CRLF cases).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -851,6 +852,15 @@ def test_f2_file_name(tmp_path):
     summary, _ = _check_files([bad], fmt="sft")
     assert ("F2", "warning") in _dataset_rules(summary)
     assert summary.ok  # a warning
+
+
+def test_file_and_dataset_rules_take_their_severity_from_the_rule_table(tmp_path, monkeypatch):
+    # One table decides severities: raising F2 (a warning) to an error there fails the check.
+    bad = write_lines(tmp_path / "my train (1).jsonl", [SFT_LINE])
+    monkeypatch.setitem(RULES, "F2", dataclasses.replace(RULES["F2"], severity="error"))
+    summary, _ = _check_files([bad], fmt="sft")
+    assert ("F2", "error") in _dataset_rules(summary)
+    assert not summary.ok
 
 
 def test_f3_invalid_utf8_is_one_record_and_the_rest_is_checked(tmp_path):

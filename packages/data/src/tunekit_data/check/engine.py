@@ -29,7 +29,7 @@ import pyarrow as pa
 from tunekit_data.check.blockcheck import BlockResult, BlockStats, check_block, check_table
 from tunekit_data.check.mediacheck import check_media
 from tunekit_data.check.profiles import PLATFORMS, get_profile
-from tunekit_data.check.rules import Problem
+from tunekit_data.check.rules import RULES, Problem
 from tunekit_data.check.schema import FORMATS
 from tunekit_data.cores import available_cores
 from tunekit_data.errors import InputError, UsageError, at_least, between
@@ -106,6 +106,11 @@ class DatasetProblem:
     severity: str
     message: str
     file: str | None = None
+
+    @classmethod
+    def make(cls, rule: str, message: str, file: str | None = None) -> DatasetProblem:
+        """A finding of a rule of the table, at that rule's severity (as `Problem.make`)."""
+        return cls(rule, RULES[rule].severity, message, file)
 
     def to_dict(self) -> dict:
         """JSON shape of ``dataset_errors`` entries."""
@@ -210,9 +215,9 @@ def _file_rules(source: Source) -> list[DatasetProblem]:
     out = []
     name = source.name
     if source.kind == "jsonl" and not name.endswith(JSONL_SUFFIXES):
-        out.append(DatasetProblem("F1", "error", "dataset files must end in .jsonl (or .jsonl.gz / .jsonl.zst)", name))
+        out.append(DatasetProblem.make("F1", "dataset files must end in .jsonl (or .jsonl.gz / .jsonl.zst)", name))
     if not _FILE_NAME.match(Path(name).name):
-        out.append(DatasetProblem("F2", "warning", "file name should use only A-Z a-z 0-9 _ . / - (S3 object names)", name))
+        out.append(DatasetProblem.make("F2", "file name should use only A-Z a-z 0-9 _ . / - (S3 object names)", name))
     return out
 
 
@@ -455,13 +460,13 @@ def run_check(
                 before = summary.records
                 for verdict in verdicts(source, stream):
                     if verdict.bom:
-                        summary.dataset_errors.append(DatasetProblem("F4", "warning", "UTF-8 byte order mark at the start of the file was stripped", source.name))
+                        summary.dataset_errors.append(DatasetProblem.make("F4", "UTF-8 byte order mark at the start of the file was stripped", source.name))
                     _absorb(summary, source, verdict, spool_file, writers)
                     stats.merge(verdict.result.stats)
                     if on_progress:
                         on_progress(verdict.nbytes)
                 if summary.records == before:
-                    summary.dataset_errors.append(DatasetProblem("F11", "error", "file holds no records", source.name))
+                    summary.dataset_errors.append(DatasetProblem.make("F11", "file holds no records", source.name))
         summary.dataset_errors.extend(_dataset_rules(stats, options, config))
         writers.commit()
     except BaseException:
@@ -538,19 +543,19 @@ def _dataset_rules(stats: BlockStats, o: Options, config: CheckConfig) -> list[D
     if CHECK_SUITES[o.fmt].converse and config.platform == "bedrock":
         n = stats.records
         if not p.bedrock_sft_min <= n <= p.bedrock_max:
-            out.append(DatasetProblem("F10", "error", f"{p.label} on Bedrock takes {p.bedrock_sft_min:,} to {p.bedrock_max:,} records (source {p.min_source}), got {n:,}"))
+            out.append(DatasetProblem.make("F10", f"{p.label} on Bedrock takes {p.bedrock_sft_min:,} to {p.bedrock_max:,} records (source {p.min_source}), got {n:,}"))
     kinds = [k for k, n in stats.with_media.items() if n]
     if len(kinds) > 1:
         detail = ", ".join(f"{stats.with_media[k]:,} with {k}s" for k in kinds)
-        out.append(DatasetProblem("M10", "error", f"a dataset cannot mix media modalities: {detail}"))
+        out.append(DatasetProblem.make("M10", f"a dataset cannot mix media modalities: {detail}"))
     if len(stats.buckets) > 1 and o.dataset_bucket is None:
         where = ", ".join(f"{b} (first at line {line})" for b, line in list(stats.buckets.items())[:5])
-        out.append(DatasetProblem("M11", "error", f"media must be in the dataset's single S3 bucket; found {len(stats.buckets)}: {where}"))
+        out.append(DatasetProblem.make("M11", f"media must be in the dataset's single S3 bucket; found {len(stats.buckets)}: {where}"))
     if o.fmt == "dpo":
         if not p.dpo:
-            out.append(DatasetProblem("D9", "error", f"DPO is not available for {p.label}"))
+            out.append(DatasetProblem.make("D9", f"DPO is not available for {p.label}"))
         if stats.valid < DPO_MIN_PAIRS:
-            out.append(DatasetProblem("D10", "warning", f"{stats.valid:,} valid preference pairs; at least {DPO_MIN_PAIRS:,} are recommended"))
+            out.append(DatasetProblem.make("D10", f"{stats.valid:,} valid preference pairs; at least {DPO_MIN_PAIRS:,} are recommended"))
     return out
 
 
