@@ -32,12 +32,11 @@ RAY = str(Path(sys.executable).with_name("ray"))
 # The driver: run_check_ray in its own process (the test process may hold an in-process Ray).
 DRIVER = """
 import io, json, sys
-from tunekit_cli.check_cmd import write_json
-from tunekit_data.check import CheckConfig
-from tunekit_data.distributed.check import run_check_ray
+from tunekit_data.check import CheckConfig, report_json
+from tunekit_data.distributed import run_check_ray
 address, range_size, valid, *paths = sys.argv[1:]
 summary = run_check_ray(paths, CheckConfig(block_size=4096), address=address, range_size=int(range_size), valid_out=valid)
-write_json(summary, sys.stdout.buffer)
+report_json(summary, sys.stdout.buffer)
 """
 
 
@@ -79,11 +78,11 @@ def _nodes(address: str) -> int:
     return int(run.stdout.strip() or 0)
 
 
-def _wait(ready, what: str, timeout: float = 120) -> None:
+def _wait(ready, what: str, timeout: float = 120, interval: float = 1) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
         assert time.monotonic() < deadline, f"{what} did not come up"
-        time.sleep(1)
+        time.sleep(interval)
 
 
 def _data(n: int) -> bytes:
@@ -146,9 +145,11 @@ def test_two_nodes_s3_local_and_a_killed_worker(s3, tmp_path, capsys, monkeypatc
         assert _finish(_driver(address, 5000, f"s3://{bucket}/valid/", [f"s3://{bucket}/ds/"])) == expected
         assert b"".join(s3.get(f"s3://{bucket}/{k}") for k in sorted(s3.keys(bucket)) if k.startswith("valid/part-")).count(b"\n") == expected["valid"]
         # A local folder, with a task's worker killed mid-job: Ray reruns it, nothing is lost or doubled.
+        # A third, larger file keeps the job running long enough to catch a task on an idle machine.
+        (local_dir / "c.jsonl").write_bytes(_data(4000))
         expected = _local(capsys, [str(local_dir)])
         driver = _driver(address, 2000, tmp_path / "valid", [str(local_dir)])
-        _wait(lambda: bool(_task_workers()) or driver.poll() is not None, "a running task", timeout=180)
+        _wait(lambda: bool(_task_workers()) or driver.poll() is not None, "a running task", timeout=180, interval=0.02)
         killed = _task_workers()
         assert killed, "the job finished before a worker could be killed"
         os.kill(killed[0], signal.SIGKILL)
