@@ -32,7 +32,7 @@ from tunekit_data.formats import FORMAT_ALIASES
 from tunekit_data.io import is_s3, publish_dir, storage
 from tunekit_data.media import MAX_PIXELS, MediaCache, VideoSampling, default_cache_dir
 from tunekit_tokenize.cache import cache_key, cached_pack, describe_source
-from tunekit_tokenize.chat_template import ChatTemplate, resolve_template
+from tunekit_tokenize.chat_template import resolve_template
 from tunekit_tokenize.encoder import Encoder, Kind, example_kind, sequences_per_item
 from tunekit_tokenize.manifest import (
     DEFAULT_MAX_LENGTH,
@@ -94,8 +94,7 @@ class _PackRun:
     """A local pack build but for its output folder: the records, how to encode and pack them, where they came from, whom to tell."""
 
     examples: Iterable[PackInput]
-    job: EncodeJob
-    chat_template: ChatTemplate | None
+    job: EncodeJob  # its encoder holds the tokenizer and chat template
     options: PackOptions
     engine: PackEngine
     provenance: _Provenance
@@ -159,7 +158,7 @@ def pack(
         stages = engine or LocalEngine(workers or available_cores(), images)
         job = EncodeJob(Encoder(bundle, chat_template, options.loss_on, images), options.max_length, options.truncation)
         provenance = _Provenance(None, dict(reader_options or {}), None)
-        run = _PackRun(examples, job, chat_template, options, stages, provenance, progress or _quiet, rejects)
+        run = _PackRun(examples, job, options, stages, provenance, progress or _quiet, rejects)
         return _pack_local(run, local, sources, started)
 
     return _build_at(out_dir, remote, rejects_out, build)
@@ -223,11 +222,11 @@ def _pack_local(run: _PackRun, out: Path, sources: Sequence[str | Path] | None, 
     """`pack` into the local directory ``out``: reuse it when the cache key matches, else build it."""
     if sources is not None:
         described = [describe_source(Path(p), lambda done, total: run.notify("hash", done, total)) for p in sources]
-        reader_options = run.provenance.reader_options
+        reader_options, template = run.provenance.reader_options, run.job.encoder.template
         key = cache_key(
             sources=described,
             tokenizer_sha256=run.job.encoder.bundle.sha256,
-            template_sha256=run.chat_template.sha256 if run.chat_template else None,
+            template_sha256=template.sha256 if template else None,
             options=asdict(run.options),
             reader_options=reader_options,
         )
@@ -341,7 +340,7 @@ def _build(run: _PackRun, out: Path, staging: Path) -> PackResult:
     manifest = build_manifest(
         kind=pack_kind,
         bundle=bundle,
-        template=run.chat_template,
+        template=run.job.encoder.template,
         options=options,
         counts={k: stats[k] for k in ("records", "examples", "rejected", "sequences", "tokens", "bins")},
         shards=shards,
