@@ -173,15 +173,18 @@ def make_plan(
     """The plan of ``config`` on ``shape``; ``checkpointing`` None decides ``auto`` (on when needed to fit)."""
     import torch
 
-    from tunekit_train.precision import resolve_precision
+    from tunekit_train.precision import resolve_precision, weight_bytes
 
     dev = torch.device(device)
     precision = resolve_precision(config.precision, dev)
     fsdp = config.fsdp and processes > 1
     tokens = config.micro_batch_size * config.max_length
-    terms = _state_terms(config, shape, dev, processes=processes, fsdp=fsdp)
+    lora = config.model.lora is not None
+    trained_bytes = weight_bytes(config.precision, dev, trainable=True, lora=lora)
+    frozen_bytes = weight_bytes(config.precision, dev, trainable=False, lora=lora)
+    terms = _state_terms(config, shape, trained_bytes, frozen_bytes, processes=processes, fsdp=fsdp)
     without, with_ckpt = _activations(shape, tokens, precision)
-    terms.update(_buffer_terms(config, shape, dev, tokens, attention))
+    terms.update(_buffer_terms(config, shape, dev, tokens, attention, float_bytes=frozen_bytes))
     usable = None if budget is None else int(budget * (1 - CUDA_RESERVE if dev.type == "cuda" else 1))
     notes: list[str] = []
     if checkpointing is None:  # auto: on only when the run does not fit without it
@@ -212,22 +215,20 @@ def make_plan(
 
 
 def _state_terms(
-    config: TrainingConfig, shape: ModelShape, dev: torch.device, *, processes: int, fsdp: bool
+    config: TrainingConfig, shape: ModelShape, trained_bytes: int, frozen_bytes: int, *, processes: int, fsdp: bool
 ) -> dict[str, int]:
-    """Weights, gradients, optimizer state (and a DPO reference copy), in bytes per device."""
-    from tunekit_train.precision import weight_bytes
+    """Weights, gradients, optimizer state (and a DPO reference copy), in bytes per device.
 
-    lora = config.model.lora is not None
+    ``trained_bytes`` and ``frozen_bytes`` are the bytes of one trained and one frozen parameter.
+    """
     shard = processes if fsdp else 1
     frozen = shape.params - shape.trainable
-    trained_bytes = weight_bytes(config.precision, dev, trainable=True, lora=lora)
-    frozen_bytes = weight_bytes(config.precision, dev, trainable=False, lora=lora)
     terms: dict[str, int] = {
         "weights": (shape.trainable * trained_bytes + frozen * frozen_bytes) // shard,
         "gradients": shape.trainable * trained_bytes // shard * (2 if processes > 1 and not fsdp else 1),
         "optimizer_state": 2 * shape.trainable * trained_bytes // shard,
     }
-    if config.method == "dpo" and not lora and not config.model.dpo_cfg.precompute_ref:  # type: ignore[union-attr]
+    if config.method == "dpo" and config.model.lora is None and not config.model.dpo_cfg.precompute_ref:  # type: ignore[union-attr]
         terms["reference_weights"] = shape.params * frozen_bytes
     return terms
 
@@ -246,16 +247,16 @@ def _activations(shape: ModelShape, tokens: int, precision: str) -> tuple[int, i
 
 
 def _buffer_terms(
-    config: TrainingConfig, shape: ModelShape, dev: torch.device, tokens: int, attention: str
+    config: TrainingConfig, shape: ModelShape, dev: torch.device, tokens: int, attention: str, *, float_bytes: int
 ) -> dict[str, int]:
-    """The attention mask (padded attention only) and the chunked loss's buffers, in bytes."""
-    from tunekit_train.precision import weight_bytes
+    """The attention mask (padded attention only) and the chunked loss's buffers, in bytes.
 
+    ``float_bytes`` is the element size of an additive float mask.
+    """
     terms: dict[str, int] = {}
     if attention in ("sdpa", "eager"):  # `tunekit_train.attention`: bool on CUDA SDPA, additive float otherwise
         float_mask = attention == "eager" or dev.type == "cpu"
-        lora = config.model.lora is not None
-        mask_bytes = weight_bytes(config.precision, dev, trainable=False, lora=lora) if float_mask else 1
+        mask_bytes = float_bytes if float_mask else 1
         terms["attention_mask"] = config.micro_batch_size * config.max_length**2 * mask_bytes
     chunk = min(config.loss_chunk_tokens, tokens)
     terms["loss_buffers"] = 3 * chunk * shape.vocab * 4 + shape.vocab * shape.hidden * 4
